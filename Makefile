@@ -1,0 +1,50 @@
+# edge — top-level tasks. Everything installs what it needs (run as root on Debian/Ubuntu).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_SECONDS ?= 60
+DEMO_DIR ?= build/demo
+APT_PACKAGES := mosquitto ffmpeg
+PYTEST_ARGS ?=
+
+.PHONY: help system-deps venv demo demo-assets test bench clean
+
+help:
+	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
+	@echo "make test   - install everything and run the test suite"
+	@echo "make bench  - print throughput ratios (gateway vs raw runtime vs naive pipeline)"
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PY) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv python3-pip"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@# the distribution's broker must not hold 1883 or run as a service we did not start
+	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q mosquitto 2>/dev/null; then systemctl stop mosquitto || true; fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[tf,demo,test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo-assets: venv
+	$(BIN)/python -m tools.build_demo_model --out $(DEMO_DIR)/models
+	$(BIN)/python -m tools.build_demo_video --out $(DEMO_DIR)/camera.avi
+
+demo: system-deps venv demo-assets
+	$(BIN)/python -m tools.demo --seconds $(DEMO_SECONDS) --assets $(DEMO_DIR)
+
+test: system-deps venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: system-deps venv demo-assets
+	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,38 @@
+"""Camera capture: frame sources from a URI, one capture thread per camera with a newest-frame slot,
+reconnect with backoff, a no-frame watchdog, fps limiting and ROI crops. Knows nothing of models or MQTT.
+
+    settings = CaptureSettings(name="door", uri="rtsp://user:pw@10.0.0.5/stream", target_fps=5)
+    capture = CameraCapture(settings, on_event=print_event, frame_ready=shared_event)
+    capture.start()
+    frame = capture.take(timeout_s=1.0)      # newest frame not yet taken, or None
+    crops = crop_regions(frame.image, settings.rois)
+    capture.stop()
+"""
+from __future__ import annotations
+
+import logging
+
+from camera.capture import CameraCapture
+from camera.frames import Frame, crop_regions
+from camera.settings import CaptureSettings, Roi
+from camera.sources import FrameSource, SourceOpenError, open_source
+from camera.stats import CameraStats
+from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CameraCapture",
+    "CameraStats",
+    "CaptureSettings",
+    "Frame",
+    "FrameSource",
+    "Roi",
+    "SourceOpenError",
+    "SourceSpec",
+    "crop_regions",
+    "gstreamer_available",
+    "mask_uri_password",
+    "open_source",
+    "parse_source_uri",
+]

@@ -1,0 +1,77 @@
+"""The `Frame` a capture publishes, resizing, and cropping regions of interest out of it."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from camera.settings import Roi
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing numpy images with == is meaningless
+class Frame:
+    """One image read from a camera.
+
+    number counts every frame read from the source since start (1, 2, 3, ...), across
+    reconnects and including frames that were never published (decimated or overwritten),
+    so gaps in the numbers a consumer sees are the frames it skipped.
+    image is HxWx3 uint8 BGR, already resized to settings.size when that is set.
+    """
+
+    camera: str
+    number: int
+    image: np.ndarray
+    captured_wall: float
+    captured_mono: float
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Return `image` resized to size=(width, height), or unchanged when it already has that size."""
+    if size is None:
+        return image
+    width, height = size
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """Return an HxWx3 uint8 BGR image (grey and BGRA inputs are converted)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def crop_regions(image: np.ndarray, rois: Sequence[Roi]) -> list[tuple[str | None, np.ndarray]]:
+    """Cut each ROI out of `image`: [(roi.name, crop), ...], or [(None, image)] when there are no ROIs.
+
+    ROIs that stick out of the frame are clamped to it; an ROI entirely outside raises ValueError.
+    Crops are views into `image` (no copy): copy before writing to them.
+    """
+    if not rois:
+        return [(None, image)]
+    height, width = image.shape[:2]
+    crops: list[tuple[str | None, np.ndarray]] = []
+    for roi in rois:
+        left, top = max(0, roi.x), max(0, roi.y)
+        right, bottom = min(width, roi.x + roi.w), min(height, roi.y + roi.h)
+        if right <= left or bottom <= top:
+            raise ValueError(
+                f"roi {roi.name!r} ({roi.x},{roi.y} {roi.w}x{roi.h}) lies entirely outside the "
+                f"{width}x{height} frame"
+            )
+        crops.append((roi.name, image[top:bottom, left:right]))
+    return crops

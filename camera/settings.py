@@ -1,0 +1,97 @@
+"""Per-camera capture settings and regions of interest (plain, validated, immutable data)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A named region of interest in pixel coordinates of the (resized) frame."""
+
+    name: str
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("roi.name must be a non-empty string")
+        for field_name in ("x", "y", "w", "h"):
+            if not isinstance(getattr(self, field_name), int):
+                raise ValueError(f"roi {self.name!r}: {field_name} must be an integer pixel coordinate")
+        if self.w <= 0 or self.h <= 0:
+            raise ValueError(f"roi {self.name!r}: w and h must be > 0 (got w={self.w}, h={self.h})")
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How one camera is captured.
+
+    `uri` is validated by `camera.parse_source_uri` (CameraCapture calls it on construction);
+    everything else is validated here. Times are seconds.
+
+    - target_fps: 0 publishes every frame the source delivers; > 0 publishes at most this many
+      frames per second to the slot (the source is still read at its own rate).
+    - size: (width, height) every frame is resized to; None keeps the native size.
+    - loop / realtime: only for video files (restart at the end / pace reads at the file's fps).
+    - watchdog_s: no frame for this long means offline, and a reconnect.
+    - backoff_initial_s / backoff_max_s: wait between reconnect attempts, doubling up to the cap,
+      reset after a frame arrives.
+    - open_timeout_s / read_timeout_s: passed to backends that honour them (FFMPEG); the read
+      timeout given to FFMPEG is min(read_timeout_s, watchdog_s) so a stall is noticed in time.
+    """
+
+    name: str
+    uri: str
+    target_fps: float = 0.0
+    size: tuple[int, int] | None = None
+    rois: tuple[Roi, ...] = ()
+    loop: bool = True
+    realtime: bool = True
+    watchdog_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ValueError("camera name must be a non-empty string")
+        prefix = f"camera {self.name!r}"
+        if self.target_fps < 0:
+            raise ValueError(f"{prefix}: target_fps must be >= 0 (0 = as fast as the source delivers), got {self.target_fps}")
+        if self.size is not None:
+            if (
+                len(self.size) != 2
+                or not all(isinstance(v, int) for v in self.size)
+                or self.size[0] <= 0
+                or self.size[1] <= 0
+            ):
+                raise ValueError(f"{prefix}: size must be (width, height) with positive integers, got {self.size!r}")
+        for field_name in ("watchdog_s", "backoff_initial_s", "backoff_max_s", "open_timeout_s", "read_timeout_s"):
+            if getattr(self, field_name) <= 0:
+                raise ValueError(f"{prefix}: {field_name} must be > 0, got {getattr(self, field_name)}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"{prefix}: backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"
+            )
+        if not isinstance(self.rois, tuple):
+            raise ValueError(f"{prefix}: rois must be a tuple of Roi")
+        seen: set[str] = set()
+        for roi in self.rois:
+            if not isinstance(roi, Roi):
+                raise ValueError(f"{prefix}: rois must contain Roi objects, got {type(roi).__name__}")
+            if roi.name in seen:
+                raise ValueError(f"{prefix}: roi name {roi.name!r} is used twice; roi names must be unique")
+            seen.add(roi.name)
+            if self.size is not None:
+                width, height = self.size
+                if roi.x >= width or roi.y >= height or roi.x + roi.w <= 0 or roi.y + roi.h <= 0:
+                    raise ValueError(
+                        f"{prefix}: roi {roi.name!r} ({roi.x},{roi.y} {roi.w}x{roi.h}) lies entirely outside "
+                        f"the {width}x{height} frame"
+                    )

@@ -1,0 +1,191 @@
+"""Frame sources: one small class per kind of input behind the `FrameSource` protocol.
+
+`open_source` picks the backend from a `SourceSpec`:
+- v4l2      -> cv2.CAP_V4L2 (USB/UVC cameras; no device exists in CI, so only the failure path is tested)
+- file      -> cv2.CAP_FFMPEG, with optional looping and real-time pacing at the file's fps
+- ffmpeg    -> cv2.CAP_FFMPEG with open/read timeouts, so no call blocks forever
+- gstreamer -> cv2.CAP_GSTREAMER (Jetson CSI cameras via nvarguscamerasrc; needs an OpenCV built
+               with GStreamer, which the pip wheels are not, so this path cannot be tested here)
+
+RTSP over TCP instead of UDP is chosen process-wide with the environment variable
+OPENCV_FFMPEG_CAPTURE_OPTIONS="rtsp_transport;tcp" (an OpenCV convention, read at open).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from camera.settings import CaptureSettings
+from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
+
+logger = logging.getLogger(__name__)
+
+_PACING_FPS_RANGE = (1.0, 240.0)  # files claiming an fps outside this are paced at the default
+_DEFAULT_FILE_FPS = 25.0
+
+
+class SourceOpenError(OSError):
+    """A source could not be opened (device missing, connection refused, timeout, bad file)."""
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What a capture thread reads from. Implementations are used from one thread at a time."""
+
+    @property
+    def fps(self) -> float | None:
+        """The source's own frame rate when it reports a plausible one, else None."""
+        ...
+
+    @property
+    def ended(self) -> bool:
+        """True once the source has definitely finished (a file at its end with loop off)."""
+        ...
+
+    def read(self) -> np.ndarray | None:
+        """The next HxWx3 uint8 BGR image, or None on failure or end (see `ended`)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def _plausible_fps(value: float) -> float | None:
+    if value is None or math.isnan(value) or value <= 0 or value > 1000:
+        return None
+    return float(value)
+
+
+class OpenCvSource:
+    """A cv2.VideoCapture opened with one backend (V4L2, FFMPEG or GStreamer)."""
+
+    def __init__(self, spec: SourceSpec, api_preference: int, params: list[int] | None = None) -> None:
+        self._spec = spec
+        self._capture = cv2.VideoCapture(spec.target, api_preference, params or [])
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise SourceOpenError(f"could not open {spec.describe()}")
+        self._fps = _plausible_fps(self._capture.get(cv2.CAP_PROP_FPS))
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def ended(self) -> bool:
+        return False
+
+    def read(self) -> np.ndarray | None:
+        ok, image = self._capture.read()
+        if not ok or image is None:
+            return None
+        return image
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def describe(self) -> str:
+        return self._spec.describe()
+
+
+class VideoFileSource:
+    """A video file read like a camera: optionally looping, optionally paced at the file's fps."""
+
+    def __init__(self, spec: SourceSpec, loop: bool, realtime: bool) -> None:
+        self._spec = spec
+        self._loop = loop
+        self._realtime = realtime
+        self._ended = False
+        self._next_due: float | None = None
+        self._capture = cv2.VideoCapture(str(spec.target), cv2.CAP_FFMPEG)
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise SourceOpenError(f"could not open video file {spec.target} (not a video OpenCV can decode?)")
+        self._fps = _plausible_fps(self._capture.get(cv2.CAP_PROP_FPS))
+        low, high = _PACING_FPS_RANGE
+        pacing_fps = self._fps if self._fps is not None and low <= self._fps <= high else _DEFAULT_FILE_FPS
+        self._frame_interval_s = 1.0 / pacing_fps
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def read(self) -> np.ndarray | None:
+        if self._ended:
+            return None
+        if self._realtime:
+            self._wait_until_due()
+        ok, image = self._capture.read()
+        if ok and image is not None:
+            return image
+        if not self._loop:
+            self._ended = True
+            return None
+        # End of file: rewind; if rewinding does not give a frame, report a failure (capture reopens).
+        self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        ok, image = self._capture.read()
+        if ok and image is not None:
+            logger.debug("%s: looped to the start", self.describe())
+            return image
+        return None
+
+    def _wait_until_due(self) -> None:
+        now = time.monotonic()
+        if self._next_due is None:
+            self._next_due = now
+        delay = self._next_due - now
+        if delay > 0:
+            time.sleep(delay)  # at most one frame interval (<= 1 s), so stop() stays responsive
+        # Fall behind by at most one frame: after a stall, do not burst to catch up.
+        self._next_due = max(self._next_due + self._frame_interval_s, time.monotonic() - self._frame_interval_s)
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def describe(self) -> str:
+        return self._spec.describe()
+
+
+def ffmpeg_timeout_params(settings: CaptureSettings) -> list[int]:
+    """VideoCapture params that bound FFMPEG's open and each read (the read bound is also <= watchdog)."""
+    read_timeout_s = min(settings.read_timeout_s, settings.watchdog_s)
+    return [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(settings.open_timeout_s * 1000)),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(read_timeout_s * 1000)),
+    ]
+
+
+def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> FrameSource:
+    """Open the source described by a SourceSpec or URI string.
+
+    Raises ValueError for a bad URI and SourceOpenError when the source cannot be opened.
+    May block up to settings.open_timeout_s for network sources; V4L2 and GStreamer opens are
+    bounded only by their drivers.
+    """
+    spec = parse_source_uri(spec_or_uri) if isinstance(spec_or_uri, str) else spec_or_uri
+    logger.debug("opening %s", spec.describe())
+    if spec.kind == "file":
+        return VideoFileSource(spec, loop=settings.loop, realtime=settings.realtime)
+    if spec.kind == "ffmpeg":
+        return OpenCvSource(spec, cv2.CAP_FFMPEG, ffmpeg_timeout_params(settings))
+    if spec.kind == "v4l2":
+        return OpenCvSource(spec, cv2.CAP_V4L2)
+    if spec.kind == "gstreamer":
+        # Not testable here: needs OpenCV with GStreamer and (for CSI) a Jetson's nvarguscamerasrc.
+        if not gstreamer_available():
+            raise SourceOpenError(
+                f"cannot open {mask_uri_password(spec.uri)!r}: this OpenCV ({cv2.__version__}) was built "
+                "without GStreamer"
+            )
+        return OpenCvSource(spec, cv2.CAP_GSTREAMER)
+    raise ValueError(f"unknown source kind {spec.kind!r}")

@@ -1,0 +1,93 @@
+"""Per-camera statistics (Frigate-style camera/process/skipped fps) and the rolling rate meter."""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 5.0
+
+
+class RateMeter:
+    """Events per second over the last `window_s` seconds. Not thread-safe: guard with a lock."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._times: deque[float] = deque()
+        self._started: float | None = None
+
+    def start(self, now: float) -> None:
+        """Begin measuring at `now`; the window is shorter than window_s until that much time passed."""
+        self._started = now
+
+    def add(self, now: float, count: int = 1) -> None:
+        if self._started is None:
+            self._started = now
+        self._times.extend([now] * count)
+        self._prune(now)
+
+    def rate(self, now: float) -> float:
+        if self._started is None:
+            return 0.0
+        self._prune(now)
+        span = min(self._window_s, now - self._started)
+        if span <= 0:
+            return 0.0
+        return len(self._times) / span
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self._window_s
+        while self._times and self._times[0] < horizon:
+            self._times.popleft()
+
+
+@dataclass
+class CameraStats:
+    """A snapshot of one camera's health.
+
+    - camera_fps: frames read from the source per second (rolling ~5 s window)
+    - process_fps: frames taken by the consumer per second
+    - skipped_fps: frames read but never taken (overwritten in the slot, or decimated by target_fps)
+    - reconnects: how many times the camera went offline and a reconnect was started (equals the
+      number of camera_offline events that announced a reconnect; failed retries during one outage
+      and the end of a non-looping file do not count)
+    - last_frame_age_s: seconds since the last frame was read, None before the first
+    - frames_read = frames_processed + frames_skipped + (1 if a frame is waiting in the slot)
+    - resolution: (width, height) of the published frames
+    - uri: the configured URI with any password shown as ***
+    """
+
+    name: str
+    state: str
+    uri: str
+    camera_fps: float
+    process_fps: float
+    skipped_fps: float
+    reconnects: int
+    last_frame_age_s: float | None
+    frames_read: int
+    frames_processed: int
+    frames_skipped: int
+    resolution: tuple[int, int] | None
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (resolution as [w, h], rates rounded to 0.01)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "uri": self.uri,
+            "camera_fps": round(self.camera_fps, 2),
+            "process_fps": round(self.process_fps, 2),
+            "skipped_fps": round(self.skipped_fps, 2),
+            "reconnects": self.reconnects,
+            "last_frame_age_s": None if self.last_frame_age_s is None else round(self.last_frame_age_s, 3),
+            "frames_read": self.frames_read,
+            "frames_processed": self.frames_processed,
+            "frames_skipped": self.frames_skipped,
+            "resolution": None if self.resolution is None else [int(v) for v in self.resolution],
+            "last_error": self.last_error,
+        }

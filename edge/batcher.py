@@ -1,0 +1,102 @@
+"""Gather the newest frames of all cameras into batches (max size, max wait), fairly."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from camera import Frame, Roi, crop_regions
+
+logger = logging.getLogger(__name__)
+
+
+class FrameSourceSlot(Protocol):
+    """What the batcher needs from a camera capture: its name, ROIs and the newest frame."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rois(self) -> Sequence[Roi]: ...
+
+    def take(self, timeout_s: float = 0.0) -> Frame | None: ...
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One image to classify: a whole frame or one region of it."""
+
+    frame: Frame
+    roi: str | None
+    image: np.ndarray  # BGR view into frame.image (no copy)
+
+
+class FrameBatcher:
+    """Pulls from camera slots; never queues more than one batch of frames plus one frame's ROIs.
+
+    Cameras are visited in a rotating order so that, above capacity, every camera gets the same
+    share and the frames that lose out are the ones the slots overwrite (counted as skipped).
+    """
+
+    def __init__(
+        self,
+        cameras: Sequence[FrameSourceSlot],
+        frame_ready: threading.Event,
+        max_batch_size: int,
+        max_wait_s: float,
+    ) -> None:
+        self._cameras = list(cameras)
+        self._frame_ready = frame_ready
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._carry: deque[WorkItem] = deque()
+        self._next_camera = 0
+
+    def _collect(self, items: list[WorkItem]) -> None:
+        while self._carry and len(items) < self.max_batch_size:
+            items.append(self._carry.popleft())
+        count = len(self._cameras)
+        for offset in range(count):
+            if len(items) >= self.max_batch_size:
+                break
+            camera = self._cameras[(self._next_camera + offset) % count]
+            frame = camera.take()
+            if frame is None:
+                continue
+            for roi_name, region in crop_regions(frame.image, camera.rois):
+                item = WorkItem(frame=frame, roi=roi_name, image=region)
+                if len(items) < self.max_batch_size:
+                    items.append(item)
+                else:
+                    self._carry.append(item)
+        if count:
+            self._next_camera = (self._next_camera + 1) % count
+
+    def next_batch(self, stop: threading.Event, idle_timeout_s: float = 0.25) -> list[WorkItem]:
+        """Up to max_batch_size items; returns [] after idle_timeout_s with nothing to do."""
+        items: list[WorkItem] = []
+        deadline: float | None = None
+        idle_deadline = time.monotonic() + idle_timeout_s
+        while not stop.is_set():
+            self._collect(items)
+            if len(items) >= self.max_batch_size:
+                break
+            now = time.monotonic()
+            if items:
+                if deadline is None:
+                    deadline = now + self.max_wait_s
+                remaining = deadline - now
+                if remaining <= 0:
+                    break
+            else:
+                remaining = idle_deadline - now
+                if remaining <= 0:
+                    break
+            self._frame_ready.wait(remaining)
+            self._frame_ready.clear()
+        return items

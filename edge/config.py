@@ -1,0 +1,284 @@
+"""Gateway configuration: one TOML file, validated strictly.
+
+Every user mistake becomes a :class:`ConfigError` whose message is one line naming the key
+(``cameras[1].fps``) and what is wrong with it; callers print it and exit with status 2.
+The schema is declared with pydantic (strict types, unknown keys refused), then turned into
+the small frozen settings objects that each package consumes (``camera.CaptureSettings``,
+``edge.mqtt.MqttSettings``), so those packages never see TOML.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge/gateway.toml")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOPIC_RE = re.compile(r"^[^#+\s]+(/[^#+\s]+)*$")
+
+
+class ConfigError(Exception):
+    """A configuration problem a user can fix; the message is a single line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (it is used in MQTT topics)"
+        )
+    return value
+
+
+class RoiConfig(_Strict):
+    name: str
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "ROI name")
+
+
+class CameraConfig(_Strict):
+    name: str
+    source: str
+    fps: float = Field(default=5.0, ge=0, le=240, description="0 = as fast as the source delivers")
+    size: tuple[int, int] | None = None
+    loop: bool = True
+    realtime: bool = True
+    watchdog_s: float = Field(default=10.0, gt=0, le=3600)
+    backoff_initial_s: float = Field(default=0.5, gt=0, le=600)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    open_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    read_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    rois: list[RoiConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "camera name")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not (16 <= v[0] <= 8192 and 16 <= v[1] <= 8192):
+            raise ValueError(f"must be [width, height] between 16 and 8192, got {list(v)}")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        from camera import parse_source_uri
+
+        parse_source_uri(v)  # raises ValueError with a message naming the accepted forms
+        return v
+
+    @model_validator(mode="after")
+    def _rois_unique(self) -> CameraConfig:
+        names = [r.name for r in self.rois]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate ROI name(s) {dupes}")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+        return self
+
+
+class PreprocessConfig(_Strict):
+    color: Literal["RGB", "BGR"] = "RGB"
+    resize: Literal["stretch"] = "stretch"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and any(s == 0 for s in v):
+            raise ValueError("std values must be non-zero")
+        return v
+
+
+class ModelConfig(_Strict):
+    name: str
+    store: Path = Path("/var/lib/edge/models")
+    version: Literal["latest"] | int = "latest"
+    top_k: int = Field(default=5, ge=1, le=100)
+    preprocess: PreprocessConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "model name")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'latest' or a version number >= 0")
+        return v
+
+
+class ServingConfig(_Strict):
+    backend: Literal["embedded"] = "embedded"
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    threads: int = Field(default=0, ge=0, le=256, description="runtime threads, 0 = all cores")
+
+
+class MqttConfig(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "edge"
+    keepalive_s: int = Field(default=30, ge=2, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^(mqtts?)://([^/:\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?$", v)
+        if not m:
+            raise ValueError(f"must look like mqtt://host[:port] or mqtts://host[:port], got {v!r}")
+        if m.group(3) and not 0 < int(m.group(3)) < 65536:
+            raise ValueError(f"port must be 1-65535, got {m.group(3)}")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _TOPIC_RE.match(v):
+            raise ValueError(f"must be topic levels without '#', '+', spaces or empty levels, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> MqttConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{key} {str(path)!r} is not a readable file")
+        if (self.username is None) != (self.password is None) and self.password is not None:
+            raise ValueError("password given without username")
+        return self
+
+
+class SpoolConfig(_Strict):
+    path: Path = Path("/var/lib/edge/spool.db")
+    max_mb: float = Field(default=256.0, gt=0, le=1_000_000)
+    sync: Literal["full", "normal"] = "full"
+
+
+class HealthConfig(_Strict):
+    interval_s: float = Field(default=15.0, ge=0.5, le=86_400)
+
+
+class ResultsConfig(_Strict):
+    publish: Literal["always", "on_change"] = "always"
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class GatewayConfig(_Strict):
+    device_id: str
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    cameras: list[CameraConfig] = Field(min_length=1)
+    model: ModelConfig
+    serving: ServingConfig = ServingConfig()
+    mqtt: MqttConfig = MqttConfig()
+    spool: SpoolConfig = SpoolConfig()
+    health: HealthConfig = HealthConfig()
+    results: ResultsConfig = ResultsConfig()
+
+    @field_validator("device_id")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _check_name(v, "device_id")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate camera name(s) {dupes}; each camera needs its own name")
+        return v
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-after", "function-before", "union", "literal", "tuple")):
+            continue  # pydantic's internal validator steps are not keys the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors(include_url=False)[0]
+    loc = _format_location(tuple(first["loc"]))
+    kind = first["type"]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the README for the accepted keys)"
+    elif kind == "missing":
+        msg = "is required but missing"
+    elif "input" in first and kind.endswith("_type"):
+        msg = f"{msg}, got {type(first['input']).__name__} {first['input']!r}"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{loc}: {msg}{suffix}"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
+    """Validate an already-parsed TOML document."""
+    try:
+        # JSON mode: strict types (no "5" for 5) while TOML arrays map onto tuples and strings onto paths.
+        return GatewayConfig.model_validate_json(json.dumps(data, default=str))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_error(exc)}") from None
+
+
+def load_config(path: Path | str) -> GatewayConfig:
+    """Read and validate a TOML config file; raises ConfigError with one clear line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (pass --config FILE)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return parse_config(data, str(path))

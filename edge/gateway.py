@@ -1,0 +1,247 @@
+"""`edge-gateway`: the daemon. Wires config -> cameras -> pipeline -> spool -> MQTT, and stops cleanly."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Sequence
+
+from camera import CameraCapture, CaptureSettings, Roi
+from edge.batcher import FrameBatcher
+from edge.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from edge.health import HealthMonitor
+from edge.logsetup import setup_logging
+from edge.models.metadata import ModelMetadataError, PreprocessSpec
+from edge.models.store import ModelStore, ModelStoreError
+from edge.mqtt import MqttReporter, MqttSettings
+from edge.pipeline import InferencePipeline
+from edge.preprocess import FramePreprocessor
+from edge.results import ResultPublisher
+from edge.serving.base import Classifier, ClassifierError
+from edge.serving.savedmodel import SavedModelError
+from edge.spool import Spool, SpoolError
+
+logger = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+class StartupError(Exception):
+    """The gateway cannot start (model missing, spool unwritable...); one line for the user."""
+
+
+def capture_settings(config: GatewayConfig) -> list[CaptureSettings]:
+    return [
+        CaptureSettings(
+            name=cam.name,
+            uri=cam.source,
+            target_fps=cam.fps,
+            size=cam.size,
+            rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois),
+            loop=cam.loop,
+            realtime=cam.realtime,
+            watchdog_s=cam.watchdog_s,
+            backoff_initial_s=cam.backoff_initial_s,
+            backoff_max_s=cam.backoff_max_s,
+            open_timeout_s=cam.open_timeout_s,
+            read_timeout_s=cam.read_timeout_s,
+        )
+        for cam in config.cameras
+    ]
+
+
+def mqtt_settings(config: GatewayConfig) -> MqttSettings:
+    m = config.mqtt
+    return MqttSettings(
+        url=m.url,
+        client_id=m.client_id,
+        username=m.username,
+        password=m.password,
+        ca_file=m.ca_file,
+        cert_file=m.cert_file,
+        key_file=m.key_file,
+        topic_prefix=m.topic_prefix,
+        keepalive_s=m.keepalive_s,
+    )
+
+
+def load_classifier(config: GatewayConfig) -> Classifier:
+    """Resolve the configured version in the store and load it with the configured backend."""
+    store = ModelStore(config.model.store)
+    version = store.resolve(config.model.name, config.model.version)
+    override = None
+    if config.model.preprocess is not None:
+        p = config.model.preprocess
+        override = PreprocessSpec(color=p.color, resize=p.resize, mean=p.mean, std=p.std)
+    from edge.serving.embedded import EmbeddedClassifier  # imports TensorFlow
+
+    return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads)
+
+
+class Gateway:
+    """The running daemon's parts and their lifecycle."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.stop_requested = threading.Event()
+        self.health = HealthMonitor(config.device_id)
+        try:
+            config.spool.path.parent.mkdir(parents=True, exist_ok=True)
+            self.spool = Spool(config.spool.path, max_bytes=int(config.spool.max_mb * 1048576), sync=config.spool.sync)
+        except (SpoolError, OSError) as exc:
+            raise StartupError(f"spool.path {config.spool.path}: {exc}") from None
+        self.reporter = MqttReporter(mqtt_settings(config), config.device_id, self.spool, on_event=self._event)
+        self.frame_ready = threading.Event()
+        self.cameras = [
+            CameraCapture(s, on_event=self._event, frame_ready=self.frame_ready) for s in capture_settings(config)
+        ]
+        self.classifier: Classifier | None = None
+        self.pipeline: InferencePipeline | None = None
+        self.publisher: ResultPublisher | None = None
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+        logger.info("event %s %s", kind, payload)
+        try:
+            self.reporter.publish_event(kind, dict(payload))
+        except Exception as exc:  # a full disk must not take the camera thread down
+            logger.error("could not spool event %s: %s", kind, exc)
+
+    def start(self) -> None:
+        self.reporter.start()
+        try:
+            self.classifier = load_classifier(self.config)
+        except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
+            self.reporter.stop(flush_timeout_s=1.0)
+            raise StartupError(str(exc)) from None
+        info = self.classifier.info
+        self.publisher = ResultPublisher(
+            self.reporter,
+            self.config.device_id,
+            info.metadata.labels,
+            k=self.config.model.top_k,
+            on_change_only=self.config.results.publish == "on_change",
+            min_score=self.config.results.min_score,
+        )
+        preprocessor = FramePreprocessor(info.image_input, info.metadata.preprocess)
+        batcher = FrameBatcher(
+            self.cameras, self.frame_ready, self.config.serving.max_batch_size, self.config.serving.max_wait_ms / 1000.0
+        )
+        self.pipeline = InferencePipeline(batcher, self.classifier, preprocessor, self.publisher.submit)
+        self.publisher.start()
+        self.pipeline.start()
+        for cam in self.cameras:
+            cam.start()
+        self._event(
+            "gateway_started",
+            {"model": {"name": info.model_name, "version": info.version, "runtime": info.runtime},
+             "cameras": [c.settings.name for c in self.cameras]},
+        )
+
+    def health_snapshot(self) -> dict[str, Any]:
+        assert self.classifier is not None and self.pipeline is not None and self.publisher is not None
+        info = self.classifier.info
+        inference = self.pipeline.stats()
+        inference["errors_recent"] = bool(
+            self.pipeline.errors
+            and (self.pipeline.last_classified_mono is None
+                 or self.pipeline.last_classified_mono < time.monotonic() - self.config.health.interval_s)
+        )
+        return self.health.snapshot(
+            cameras=[c.stats().as_dict() for c in self.cameras],
+            model={"name": info.model_name, "version": info.version, "runtime": info.runtime,
+                   "input": {"name": info.image_input.name, "dtype": info.image_input.dtype,
+                             "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]}},
+            inference=inference,
+            results=self.publisher.stats(),
+            mqtt=self.reporter.stats(),
+        )
+
+    def run_until_stopped(self) -> None:
+        interval = self.config.health.interval_s
+        next_health = time.monotonic()
+        while not self.stop_requested.is_set():
+            if time.monotonic() >= next_health:
+                try:
+                    self.reporter.publish_health(self.health_snapshot())
+                except Exception:  # health must never take the daemon down
+                    logger.exception("health snapshot failed")
+                next_health = time.monotonic() + interval
+            self.stop_requested.wait(max(0.05, min(1.0, next_health - time.monotonic())))
+
+    def shutdown(self) -> None:
+        """Stop cameras, classify nothing more, spool what is queued, tell the broker `stopped`."""
+        logger.info("shutting down")
+        stoppers = [threading.Thread(target=c.stop, args=(3.0,), daemon=True) for c in self.cameras]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(4.0)
+        if self.pipeline is not None:
+            self.pipeline.stop(5.0)
+        if self.publisher is not None:
+            self.publisher.stop(5.0)
+        self.reporter.stop(flush_timeout_s=3.0)
+        self.spool.close()
+        if self.classifier is not None:
+            self.classifier.close()
+        logger.info("stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Edge camera classification gateway: cameras -> model -> MQTT.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the gateway (the default)")
+    for p in (parser, run):
+        p.add_argument("--config", type=Path, default=None,
+                       help=f"gateway TOML config (default {DEFAULT_CONFIG_PATH})")
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                       help="override log_level from the config")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = args.config or DEFAULT_CONFIG_PATH
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.log_level)
+    try:
+        gateway = Gateway(config)
+    except StartupError as exc:
+        print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        gateway.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        gateway.start()
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
+        gateway.spool.close()
+        return EXIT_STARTUP
+    try:
+        gateway.run_until_stopped()
+    finally:
+        gateway.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""What a model version says about itself: ``assets.extra/edge.json`` and ``labels.txt``.
+
+``edge.json`` (all keys optional)::
+
+    {"format": 1,
+     "preprocess": {"color": "RGB", "resize": "stretch", "mean": [127, 127, 127], "std": [128, 128, 128]},
+     "output": {"name": "probabilities", "activation": "none"}}
+
+A float input is fed ``(pixel - mean) / std`` per channel (no mean/std: raw 0..255 values).
+``activation`` is ``"softmax"`` when the output is logits and ``"none"`` when it already holds
+probabilities. Values set in the gateway config (``[model.preprocess]``) override the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ASSETS_EXTRA = "assets.extra"
+
+
+class ModelMetadataError(Exception):
+    """A version folder's edge.json or labels.txt is malformed."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    color: str = "RGB"  # channel order the model expects
+    resize: str = "stretch"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    preprocess: PreprocessSpec
+    output_name: str | None
+    activation: str  # "none" | "softmax"
+    labels: tuple[str, ...]
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else str(index)
+
+
+def _triple(value: Any, key: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),) * 3
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return (float(value[0]), float(value[1]), float(value[2]))
+    raise ModelMetadataError(f"edge.json: {key} must be a number or a list of 3 numbers, got {value!r}")
+
+
+def parse_edge_json(doc: Any) -> tuple[PreprocessSpec, str | None, str]:
+    """Validate an edge.json document; returns (preprocess, output name, activation)."""
+    if not isinstance(doc, dict):
+        raise ModelMetadataError("edge.json: top level must be an object")
+    unknown = set(doc) - {"format", "preprocess", "output", "source", "created", "golden"}
+    if unknown:
+        raise ModelMetadataError(f"edge.json: unknown key(s) {sorted(unknown)}")
+    pre = doc.get("preprocess", {}) or {}
+    out = doc.get("output", {}) or {}
+    if not isinstance(pre, dict) or not isinstance(out, dict):
+        raise ModelMetadataError("edge.json: 'preprocess' and 'output' must be objects")
+    color = pre.get("color", "RGB")
+    if color not in ("RGB", "BGR"):
+        raise ModelMetadataError(f"edge.json: preprocess.color must be 'RGB' or 'BGR', got {color!r}")
+    resize = pre.get("resize", "stretch")
+    if resize != "stretch":
+        raise ModelMetadataError(f"edge.json: preprocess.resize must be 'stretch', got {resize!r}")
+    std = _triple(pre.get("std"), "preprocess.std")
+    if std is not None and 0.0 in std:
+        raise ModelMetadataError("edge.json: preprocess.std must not contain 0")
+    spec = PreprocessSpec(color=color, resize=resize, mean=_triple(pre.get("mean"), "preprocess.mean"), std=std)
+    activation = out.get("activation", "none")
+    if activation not in ("none", "softmax"):
+        raise ModelMetadataError(f"edge.json: output.activation must be 'none' or 'softmax', got {activation!r}")
+    name = out.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ModelMetadataError("edge.json: output.name must be a string")
+    return spec, name, activation
+
+
+def read_version_metadata(version_dir: Path, override: PreprocessSpec | None = None) -> VersionMetadata:
+    """Read edge.json and labels.txt from ``<version_dir>/assets.extra`` (both optional)."""
+    extra = Path(version_dir) / ASSETS_EXTRA
+    spec, output_name, activation = PreprocessSpec(), None, "none"
+    edge_json = extra / "edge.json"
+    if edge_json.is_file():
+        try:
+            doc = json.loads(edge_json.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelMetadataError(f"{edge_json}: not valid JSON: {exc}") from None
+        spec, output_name, activation = parse_edge_json(doc)
+    if override is not None:
+        spec = replace(
+            spec,
+            color=override.color,
+            mean=override.mean if override.mean is not None else spec.mean,
+            std=override.std if override.std is not None else spec.std,
+        )
+    labels: tuple[str, ...] = ()
+    labels_file = extra / "labels.txt"
+    if labels_file.is_file():
+        try:
+            labels = tuple(line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines())
+        except UnicodeDecodeError:
+            raise ModelMetadataError(f"{labels_file}: not UTF-8 text") from None
+        while labels and not labels[-1]:
+            labels = labels[:-1]
+    return VersionMetadata(preprocess=spec, output_name=output_name, activation=activation, labels=labels)

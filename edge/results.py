@@ -1,0 +1,148 @@
+"""Scores -> result messages: top-k with labels, on-change filtering, and hand-off to the spool.
+
+Runs on its own thread behind a bounded queue so JSON, SQLite and MQTT work never stalls inference.
+A full queue blocks the inference thread (back-pressure), which makes the camera slots drop the
+oldest frames (counted as skipped) instead of anything queuing without bound.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from edge.pipeline import ClassifiedBatch
+
+logger = logging.getLogger(__name__)
+
+
+class ResultSink(Protocol):
+    def publish_results(self, items: Sequence[tuple[str, dict]]) -> list[int]: ...
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best classes per row, best first."""
+    k = min(k, scores.shape[1])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+class ResultPublisher:
+    """Turns classified batches into `results/<camera>` messages in the spool."""
+
+    def __init__(
+        self,
+        sink: ResultSink,
+        device_id: str,
+        labels: Sequence[str],
+        k: int = 5,
+        on_change_only: bool = False,
+        min_score: float = 0.0,
+        queue_batches: int = 32,
+    ) -> None:
+        self._sink = sink
+        self._device_id = device_id
+        self._labels = list(labels)
+        self._k = k
+        self._on_change_only = on_change_only
+        self._min_score = min_score
+        self._queue: queue.Queue[ClassifiedBatch | None] = queue.Queue(maxsize=queue_batches)
+        self._last_top1: dict[tuple[str, str | None], int] = {}
+        self._thread: threading.Thread | None = None
+        self._latency_ms: list[float] = []
+        self.published = 0
+        self.suppressed = 0
+        self.errors = 0
+        self.frames_lost = 0
+        self.last_error: str | None = None
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        self._labels = list(labels)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="results", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: ClassifiedBatch) -> None:
+        self._queue.put(batch)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Publish what is queued, then stop."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            logger.error("result queue still full at shutdown")
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _label(self, index: int) -> str:
+        return self._labels[index] if 0 <= index < len(self._labels) else str(index)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            try:
+                self._publish(batch)
+            except Exception as exc:  # the spool is full or broken: count, log, keep going
+                self.errors += 1
+                self.frames_lost += len(batch.items)
+                self.last_error = str(exc)
+                logger.error("could not spool %d results: %s", len(batch.items), exc)
+
+    def _publish(self, batch: ClassifiedBatch) -> None:
+        indices, scores = top_k(batch.scores, self._k)
+        now_wall, now_mono = time.time(), time.monotonic()
+        messages: list[tuple[str, dict]] = []
+        for row, item in enumerate(batch.items):
+            key = (item.frame.camera, item.roi)
+            best = int(indices[row, 0])
+            if self._on_change_only and self._last_top1.get(key) == best:
+                self.suppressed += 1
+                continue
+            self._last_top1[key] = best
+            predictions = [
+                {"label": self._label(int(i)), "index": int(i), "score": round(float(s), 5)}
+                for i, s in zip(indices[row], scores[row])
+                if float(s) >= self._min_score
+            ]
+            total_ms = (now_mono - item.frame.captured_mono) * 1000.0
+            self._latency_ms.append(total_ms)
+            payload = {
+                "ts": round(now_wall, 3),
+                "device": self._device_id,
+                "camera": item.frame.camera,
+                "frame": item.frame.number,
+                "captured_at": round(item.frame.captured_wall, 3),
+                "model": {"name": batch.model_name, "version": batch.model_version},
+                "top_k": predictions,
+                "latency_ms": {"inference": round(batch.inference_ms, 2), "total": round(total_ms, 2)},
+                "batch_size": len(batch.items),
+            }
+            if item.roi is not None:
+                payload["roi"] = item.roi
+            messages.append((item.frame.camera, payload))
+        if messages:
+            self._sink.publish_results(messages)
+            self.published += len(messages)
+        if len(self._latency_ms) > 2000:
+            del self._latency_ms[:1000]
+
+    def stats(self) -> dict:
+        recent = sorted(self._latency_ms[-500:])
+        p = (lambda q: round(recent[min(len(recent) - 1, int(q * len(recent)))], 1) if recent else None)
+        return {
+            "published": self.published,
+            "suppressed_unchanged": self.suppressed,
+            "errors": self.errors,
+            "frames_lost": self.frames_lost,
+            "last_error": self.last_error,
+            "queue_depth": self._queue.qsize(),
+            "capture_to_publish_ms": {"p50": p(0.5), "p99": p(0.99)},
+        }

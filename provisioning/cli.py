@@ -1,0 +1,50 @@
+"""`edgectl`: provision and operate edge devices. This release: config checking."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from edge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"edgectl: config error: {exc}", file=sys.stderr)
+        return 2
+    cams = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    print(f"{args.file}: OK — device {config.device_id}, model {config.model.name} "
+          f"version {config.model.version}, backend {config.serving.backend}, cameras: {cams}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgectl", description="Provision and operate edge gateways.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config = sub.add_parser("config", help="work with gateway config files")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    check = config_sub.add_parser("check", help="validate a gateway TOML config; exit 2 on the first problem")
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH,
+                       help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    check.set_defaults(handler=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
