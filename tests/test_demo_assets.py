@@ -84,8 +84,9 @@ def test_strided_views_and_dtypes(tmp_path: Path) -> None:
 def test_refuses_disallowed_globals(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     # The classic exploit: {"t": os.system("touch <marker>")}.
-    evil = (b"\x80\x02}(X\x01\x00\x00\x00tcos\nsystem\nX" + struct.pack("<I", len(f"touch {marker}"))
-            + f"touch {marker}".encode() + b"\x85Ru.")
+    command = f"touch {marker}".encode()
+    evil = (b"\x80\x02}(X\x01\x00\x00\x00tcos\nsystem\nX" + struct.pack("<I", len(command))
+            + command + b"\x85Ru.")
     path = tmp_path / "evil.pt"
     path.write_bytes(_legacy_bytes(evil, [], []))
     with pytest.raises(UnsafeCheckpointError, match="os.system"):
