@@ -31,3 +31,10 @@ def setup_logging(level: str = "info") -> None:
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:  # OpenCV/FFmpeg print their own warnings to stderr; the capture code logs what matters
+        import cv2
+
+        levels = cv2.utils.logging
+        cv2.utils.logging.setLogLevel(levels.LOG_LEVEL_WARNING if level.lower() == "debug" else levels.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
