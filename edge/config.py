@@ -139,10 +139,27 @@ class ModelConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "tfserving"] = "embedded"
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     threads: int = Field(default=0, ge=0, le=256, description="runtime threads, 0 = all cores")
+    # tfserving backend: where TF Serving (or edge-model-server) listens, and how to talk to it
+    target: str = "127.0.0.1:8500"
+    timeout_ms: float = Field(default=5000.0, gt=0, le=600_000)
+    send: Literal["auto", "uint8", "float32", "jpeg"] = "auto"
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            if not v[5:].startswith("/"):
+                raise ValueError(f"unix socket target must be unix:/absolute/path, got {v!r}")
+            return v
+        m = re.match(r"^([A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$", v)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ValueError(f"must be host:port or unix:/path/to/socket, got {v!r}")
+        return v
 
 
 class MqttConfig(_Strict):

@@ -20,7 +20,6 @@ from edge.models.metadata import ModelMetadataError, PreprocessSpec
 from edge.models.store import ModelStore, ModelStoreError
 from edge.mqtt import MqttReporter, MqttSettings
 from edge.pipeline import InferencePipeline
-from edge.preprocess import FramePreprocessor
 from edge.results import ResultPublisher
 from edge.serving.base import Classifier, ClassifierError
 from edge.serving.savedmodel import SavedModelError
@@ -73,14 +72,26 @@ def mqtt_settings(config: GatewayConfig) -> MqttSettings:
 
 def load_classifier(config: GatewayConfig) -> Classifier:
     """Resolve the configured version in the store and load it with the configured backend."""
-    store = ModelStore(config.model.store)
-    version = store.resolve(config.model.name, config.model.version)
     override = None
     if config.model.preprocess is not None:
         p = config.model.preprocess
         override = PreprocessSpec(color=p.color, resize=p.resize, mean=p.mean, std=p.std)
+    if config.serving.backend == "tfserving":
+        from edge.serving.tfserving import TFServingClassifier  # no TensorFlow import on this path
+
+        return TFServingClassifier(
+            config.serving.target,
+            config.model.name,
+            version=config.model.version,
+            store=config.model.store,
+            preprocess_override=override,
+            timeout_s=config.serving.timeout_ms / 1000.0,
+            send=config.serving.send,
+            jpeg_quality=config.serving.jpeg_quality,
+        )
     from edge.serving.embedded import EmbeddedClassifier  # imports TensorFlow
 
+    version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads)
 
 
@@ -119,33 +130,40 @@ class Gateway:
         except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
             self.reporter.stop(flush_timeout_s=1.0)
             raise StartupError(str(exc)) from None
-        info = self.classifier.info
         self.publisher = ResultPublisher(
             self.reporter,
             self.config.device_id,
-            info.metadata.labels,
             k=self.config.model.top_k,
             on_change_only=self.config.results.publish == "on_change",
             min_score=self.config.results.min_score,
         )
-        preprocessor = FramePreprocessor(info.image_input, info.metadata.preprocess)
         batcher = FrameBatcher(
             self.cameras, self.frame_ready, self.config.serving.max_batch_size, self.config.serving.max_wait_ms / 1000.0
         )
-        self.pipeline = InferencePipeline(batcher, self.classifier, preprocessor, self.publisher.submit)
+        self.pipeline = InferencePipeline(batcher, self.classifier, self.publisher.submit)
         self.publisher.start()
         self.pipeline.start()
         for cam in self.cameras:
             cam.start()
-        self._event(
-            "gateway_started",
-            {"model": {"name": info.model_name, "version": info.version, "runtime": info.runtime},
-             "cameras": [c.settings.name for c in self.cameras]},
-        )
+        self._event("gateway_started", {"model": self._model_health(), "cameras": [c.name for c in self.cameras]})
+
+    def _model_health(self) -> dict[str, Any]:
+        assert self.classifier is not None
+        backend = getattr(self.classifier, "health", None)
+        doc: dict[str, Any] = {"name": self.config.model.name, "backend": backend() if backend else
+                               {"backend": self.config.serving.backend, "state": "ok"}}
+        try:
+            info = self.classifier.info
+        except ClassifierError as exc:  # a remote backend that is not reachable yet
+            doc.update(version=None, runtime=self.config.serving.backend, error=str(exc))
+            return doc
+        doc.update(version=info.version, runtime=info.runtime,
+                   input={"name": info.image_input.name, "dtype": info.image_input.dtype,
+                          "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]})
+        return doc
 
     def health_snapshot(self) -> dict[str, Any]:
         assert self.classifier is not None and self.pipeline is not None and self.publisher is not None
-        info = self.classifier.info
         inference = self.pipeline.stats()
         inference["errors_recent"] = bool(
             self.pipeline.errors
@@ -154,9 +172,7 @@ class Gateway:
         )
         return self.health.snapshot(
             cameras=[c.stats().as_dict() for c in self.cameras],
-            model={"name": info.model_name, "version": info.version, "runtime": info.runtime,
-                   "input": {"name": info.image_input.name, "dtype": info.image_input.dtype,
-                             "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]}},
+            model=self._model_health(),
             inference=inference,
             results=self.publisher.stats(),
             mqtt=self.reporter.stats(),

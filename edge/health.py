@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any, Sequence
 
@@ -33,8 +34,11 @@ class HealthMonitor:
         for cam in cameras:
             if cam.get("state") != "online":
                 problems.append(f"camera {cam.get('name')} {cam.get('state')}")
+        backend = model.get("backend", {})
+        if backend.get("state") not in (None, "ok"):
+            problems.append(f"serving backend {backend.get('state')}: {backend.get('last_error')}")
         if inference.get("errors_recent"):
-            problems.append("inference errors")
+            problems.append(f"inference errors: {inference.get('last_error')}")
         if results.get("errors"):
             problems.append(f"spool errors: {results.get('last_error')}")
         spool = mqtt.get("spool", {})
@@ -62,5 +66,6 @@ class HealthMonitor:
                 "threads": self._process.num_threads(),
                 "system_cpu_percent": psutil.cpu_percent(None),
                 "system_memory_percent": psutil.virtual_memory().percent,
+                "tensorflow_imported": "tensorflow" in sys.modules,
             },
         }

@@ -6,13 +6,13 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from edge.batcher import FrameBatcher, WorkItem
 from edge.preprocess import FramePreprocessor
-from edge.serving.base import Classifier
+from edge.serving.base import Classifier, ImageInput
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class ClassifiedBatch:
     scores: np.ndarray
     model_name: str
     model_version: int
+    labels: Sequence[str]
     inference_ms: float
     finished_mono: float
 
@@ -40,12 +41,12 @@ class InferencePipeline:
         self,
         batcher: FrameBatcher,
         classifier: Classifier,
-        preprocessor: FramePreprocessor,
         deliver: Callable[[ClassifiedBatch], None],
     ) -> None:
         self._batcher = batcher
         self._classifier = classifier
-        self._preprocessor = preprocessor
+        self._preprocessor: FramePreprocessor | None = None
+        self._preprocessor_for: object = None
         self._deliver = deliver
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,6 +66,16 @@ class InferencePipeline:
     def classifier(self) -> Classifier:
         return self._classifier
 
+    def set_classifier(self, classifier: Classifier) -> None:
+        """Serve the next batch with `classifier` (the current batch finishes on the old one)."""
+        self._classifier = classifier
+
+    def _preprocessor_for_info(self, info: object) -> FramePreprocessor:
+        if self._preprocessor is None or self._preprocessor_for is not info:
+            self._preprocessor = FramePreprocessor(info.image_input, info.metadata.preprocess)  # type: ignore[attr-defined]
+            self._preprocessor_for = info
+        return self._preprocessor
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
@@ -76,8 +87,7 @@ class InferencePipeline:
             if self._thread.is_alive():
                 logger.error("inference thread did not stop within %.1fs", timeout_s)
 
-    def _batch_buffer(self, count: int) -> np.ndarray:
-        spec = self._preprocessor.image_input
+    def _batch_buffer(self, spec: ImageInput, count: int) -> np.ndarray:
         shape = (self._batcher.max_batch_size, spec.height, spec.width, spec.channels)
         if self._buffer is None or self._buffer.shape != shape:
             self._buffer = np.empty(shape, dtype=np.uint8)
@@ -99,12 +109,14 @@ class InferencePipeline:
                 self.last_error = str(exc)
 
     def _classify(self, items: list[WorkItem]) -> None:
-        pixels = self._batch_buffer(len(items))
-        for index, item in enumerate(items):
-            self._preprocessor.to_model_pixels(item.image, out=pixels[index])
         classifier = self._classifier
+        info = classifier.info  # a remote backend raises here while it cannot reach its server
+        preprocessor = self._preprocessor_for_info(info)
+        pixels = self._batch_buffer(info.image_input, len(items))
+        for index, item in enumerate(items):
+            preprocessor.to_model_pixels(item.image, out=pixels[index])
         started = time.perf_counter()
-        scores = classifier.classify(self._preprocessor.batch_to_input(pixels))
+        scores = classifier.classify(preprocessor.batch_to_input(pixels))
         inference_ms = (time.perf_counter() - started) * 1000.0
         if scores.shape[0] != len(items) or not np.all(np.isfinite(scores)):
             raise ValueError(f"model returned unusable scores (shape {scores.shape}, non-finite values present)")
@@ -119,8 +131,9 @@ class InferencePipeline:
             ClassifiedBatch(
                 items=items,
                 scores=scores,
-                model_name=classifier.info.model_name,
-                model_version=classifier.info.version,
+                model_name=info.model_name,
+                model_version=info.version,
+                labels=info.metadata.labels,
                 inference_ms=inference_ms,
                 finished_mono=now,
             )

@@ -39,7 +39,6 @@ class ResultPublisher:
         self,
         sink: ResultSink,
         device_id: str,
-        labels: Sequence[str],
         k: int = 5,
         on_change_only: bool = False,
         min_score: float = 0.0,
@@ -47,7 +46,6 @@ class ResultPublisher:
     ) -> None:
         self._sink = sink
         self._device_id = device_id
-        self._labels = list(labels)
         self._k = k
         self._on_change_only = on_change_only
         self._min_score = min_score
@@ -60,9 +58,6 @@ class ResultPublisher:
         self.errors = 0
         self.frames_lost = 0
         self.last_error: str | None = None
-
-    def set_labels(self, labels: Sequence[str]) -> None:
-        self._labels = list(labels)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="results", daemon=True)
@@ -79,9 +74,6 @@ class ResultPublisher:
             logger.error("result queue still full at shutdown")
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-    def _label(self, index: int) -> str:
-        return self._labels[index] if 0 <= index < len(self._labels) else str(index)
 
     def _run(self) -> None:
         while True:
@@ -107,10 +99,11 @@ class ResultPublisher:
                 self.suppressed += 1
                 continue
             self._last_top1[key] = best
+            labels = batch.labels
             predictions = [
-                {"label": self._label(int(i)), "index": int(i), "score": round(float(s), 5)}
-                for i, s in zip(indices[row], scores[row])
-                if float(s) >= self._min_score
+                {"label": labels[i] if 0 <= i < len(labels) else str(i), "index": i, "score": round(float(s), 5)}
+                for i, s in zip(indices[row].tolist(), scores[row].tolist())
+                if s >= self._min_score
             ]
             total_ms = (now_mono - item.frame.captured_mono) * 1000.0
             self._latency_ms.append(total_ms)

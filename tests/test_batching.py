@@ -11,7 +11,6 @@ from camera import Frame, Roi
 from edge.batcher import FrameBatcher
 from edge.models.metadata import PreprocessSpec, VersionMetadata
 from edge.pipeline import ClassifiedBatch, InferencePipeline
-from edge.preprocess import FramePreprocessor
 from edge.serving.base import ClassifierInfo, ImageInput
 
 
@@ -97,10 +96,7 @@ def test_pipeline_survives_backend_errors_and_counts_them() -> None:
     ready = threading.Event()
     classifier = FakeClassifier(fail_first=2)
     delivered: list[ClassifiedBatch] = []
-    pipeline = InferencePipeline(
-        FrameBatcher([cam], ready, 4, 0.0), classifier,
-        FramePreprocessor(classifier.info.image_input, PreprocessSpec()), delivered.append,
-    )
+    pipeline = InferencePipeline(FrameBatcher([cam], ready, 4, 0.0), classifier, delivered.append)
     pipeline.start()
     try:
         for n in range(1, 40):

@@ -23,11 +23,12 @@ class ListSink:
         return list(range(len(items)))
 
 
-def batch(camera: str, rows: list[list[float]], roi: str | None = None, start: int = 1) -> ClassifiedBatch:
+def batch(camera: str, rows: list[list[float]], roi: str | None = None, start: int = 1,
+          labels: tuple[str, ...] = ("a", "b")) -> ClassifiedBatch:
     image = np.zeros((4, 4, 3), dtype=np.uint8)
     items = [WorkItem(Frame(camera, start + i, image, time.time(), time.monotonic()), roi, image)
              for i in range(len(rows))]
-    return ClassifiedBatch(items, np.array(rows, dtype=np.float32), "m", 7, 12.5, time.monotonic())
+    return ClassifiedBatch(items, np.array(rows, dtype=np.float32), "m", 7, labels, 12.5, time.monotonic())
 
 
 def run(publisher: ResultPublisher, *batches: ClassifiedBatch) -> None:
@@ -39,7 +40,7 @@ def run(publisher: ResultPublisher, *batches: ClassifiedBatch) -> None:
 
 def test_payload_fields_and_labels() -> None:
     sink = ListSink()
-    run(ResultPublisher(sink, "dev", ["cat", "dog", "car"], k=2), batch("front", [[0.1, 0.7, 0.2]], roi="door"))
+    run(ResultPublisher(sink, "dev", k=2), batch("front", [[0.1, 0.7, 0.2]], roi="door", labels=("cat", "dog", "car")))
     (camera, payload), = sink.items
     assert camera == "front"
     assert payload["top_k"] == [{"label": "dog", "index": 1, "score": 0.7}, {"label": "car", "index": 2, "score": 0.2}]
@@ -50,7 +51,7 @@ def test_payload_fields_and_labels() -> None:
 
 def test_on_change_only_publishes_when_top1_changes() -> None:
     sink = ListSink()
-    publisher = ResultPublisher(sink, "dev", ["a", "b"], on_change_only=True)
+    publisher = ResultPublisher(sink, "dev", on_change_only=True)
     run(publisher,
         batch("c1", [[0.9, 0.1], [0.8, 0.2], [0.1, 0.9]]),
         batch("c2", [[0.9, 0.1]]),
@@ -62,12 +63,12 @@ def test_on_change_only_publishes_when_top1_changes() -> None:
 
 def test_min_score_and_unknown_label_index() -> None:
     sink = ListSink()
-    run(ResultPublisher(sink, "dev", ["only"], k=3, min_score=0.15), batch("c", [[0.1, 0.2, 0.7]]))
+    run(ResultPublisher(sink, "dev", k=3, min_score=0.15), batch("c", [[0.1, 0.2, 0.7]], labels=("only",)))
     assert [p["label"] for p in sink.items[0][1]["top_k"]] == ["2", "1"]
 
 
 def test_spool_failure_is_counted_not_fatal() -> None:
-    publisher = ResultPublisher(ListSink(fail=True), "dev", ["a", "b"])
+    publisher = ResultPublisher(ListSink(fail=True), "dev")
     run(publisher, batch("c", [[0.5, 0.5]]), batch("c", [[0.5, 0.5], [0.1, 0.9]]))
     stats = publisher.stats()
     assert stats["errors"] == 2 and stats["frames_lost"] == 3

@@ -3,12 +3,14 @@
 ``edge.json`` (all keys optional)::
 
     {"format": 1,
-     "preprocess": {"color": "RGB", "resize": "stretch", "mean": [127, 127, 127], "std": [128, 128, 128]},
+     "preprocess": {"color": "RGB", "resize": "stretch", "mean": [127, 127, 127], "std": [128, 128, 128],
+                    "size": [224, 224]},
      "output": {"name": "probabilities", "activation": "none"}}
 
 A float input is fed ``(pixel - mean) / std`` per channel (no mean/std: raw 0..255 values).
 ``activation`` is ``"softmax"`` when the output is logits and ``"none"`` when it already holds
-probabilities. Values set in the gateway config (``[model.preprocess]``) override the file.
+probabilities. ``size`` ([width, height]) is only read for models that take encoded images
+(DT_STRING), whose signature cannot say what size they want. Values set in the gateway config (``[model.preprocess]``) override the file.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class PreprocessSpec:
     resize: str = "stretch"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    size: tuple[int, int] | None = None  # [width, height] for inputs that do not declare one (encoded images)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,13 @@ def parse_edge_json(doc: Any) -> tuple[PreprocessSpec, str | None, str]:
     std = _triple(pre.get("std"), "preprocess.std")
     if std is not None and 0.0 in std:
         raise ModelMetadataError("edge.json: preprocess.std must not contain 0")
-    spec = PreprocessSpec(color=color, resize=resize, mean=_triple(pre.get("mean"), "preprocess.mean"), std=std)
+    size = pre.get("size")
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 8 <= v <= 8192 for v in size)
+    ):
+        raise ModelMetadataError(f"edge.json: preprocess.size must be [width, height] (8..8192), got {size!r}")
+    spec = PreprocessSpec(color=color, resize=resize, mean=_triple(pre.get("mean"), "preprocess.mean"), std=std,
+                          size=(size[0], size[1]) if size else None)
     activation = out.get("activation", "none")
     if activation not in ("none", "softmax"):
         raise ModelMetadataError(f"edge.json: output.activation must be 'none' or 'softmax', got {activation!r}")
