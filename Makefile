@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
-APT_PACKAGES := mosquitto ffmpeg
+APT_PACKAGES := mosquitto ffmpeg systemd
 PYTEST_ARGS ?=
 
 .PHONY: help system-deps venv demo demo-assets test bench clean
@@ -45,6 +45,7 @@ test: system-deps venv
 
 bench: system-deps venv demo-assets
 	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
+	$(BIN)/python bench/model_server.py --assets $(DEMO_DIR)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
