@@ -28,7 +28,10 @@ system-deps:
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[tf,demo,test]'
+	$(BIN)/pip install -q -e '.[tf,litert,demo,test]'
+	@# the official TF Serving client, for wire-compatibility tests only; --no-deps because it
+	@# requires the full `tensorflow` wheel, which tensorflow-cpu already provides as a module
+	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api>=2.15'
 	touch $@
 
 venv: $(BIN)/.installed

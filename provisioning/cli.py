@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from provisioning import keys, model_cli
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH,
                        help=f"config file (default {DEFAULT_CONFIG_PATH})")
     check.set_defaults(handler=cmd_config_check)
+    model_cli.register(sub)
+    keys.register(sub)
     return parser
 
 
