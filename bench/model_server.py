@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,14 +25,9 @@ sys.path.insert(0, str(REPO))
 from edge.models.store import ModelStore  # noqa: E402
 from edge.serving.protos import messages  # noqa: E402
 from edge.serving.tensors import from_ndarray, to_ndarray  # noqa: E402
+from tools.loopback import free_port  # noqa: E402
 
 MODEL = "efficientnet_lite0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def batch_of(size: int) -> np.ndarray:

@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,25 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from edge.models.store import ModelStore  # noqa: E402
 from edge.preprocess import FramePreprocessor  # noqa: E402
+from tools.loopback import free_port, start_mosquitto  # noqa: E402
 
 MODEL = "efficientnet_lite0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("broker did not start")
 
 
 def raw_throughput(classifier, batch_size: int, seconds: float) -> float:
@@ -167,11 +150,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     port = free_port()
-    (work / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(work / "mosquitto.conf")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = start_mosquitto(work, port)
     try:
-        wait_port(port)
         naive = naive_throughput(video, version.path, port, 15.0)
         gateway = [gateway_throughput(n, video, store, port, work, args.window) for n in (1, 4)]
     finally:

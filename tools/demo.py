@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,25 +21,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from tools.loopback import free_port, start_mosquitto
+
 DEVICE = "demo-box"
 PREFIX = "edge"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{port}")
 
 
 def write_gateway_config(run_dir: Path, assets: Path, port: int) -> Path:
@@ -155,16 +139,11 @@ def main() -> int:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     port = free_port()
-    broker_conf = run_dir / "mosquitto.conf"
-    broker_conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker = subprocess.Popen([mosquitto, "-c", str(broker_conf)], stdout=subprocess.DEVNULL,
-                              stderr=open(run_dir / "mosquitto.log", "wb"))
+    broker = start_mosquitto(run_dir, port)
     gateway: subprocess.Popen | None = None
     view = ResultsView()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     try:
-        wait_port(port)
         client.on_message = view.on_message
         client.connect("127.0.0.1", port)
         client.subscribe(f"{PREFIX}/{DEVICE}/#", qos=1)
