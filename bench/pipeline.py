@@ -2,7 +2,8 @@
 
     python bench/pipeline.py [--assets build/demo] [--window 20]
 
-1. raw in-process runtime throughput on the demo model (batch 1 and batch 8), preprocessed input;
+1. raw in-process runtime throughput on the demo model (batch 1 and batch 8), preprocessed input, with
+   TensorFlow and with LiteRT (ratios to TensorFlow batch 1; bench/runtimes.py has the full runtime table);
 2. the gateway end to end (subprocess, real Mosquitto, file cameras at 720p / 30 fps, results counted
    on MQTT) with 1 and 4 cameras, and its ratio to the best raw figure;
 3. a naive pipeline written the way the TF Serving tutorial client does it (read frame -> float32 ->
@@ -143,8 +144,16 @@ def main() -> int:
     version = ModelStore(store).resolve(MODEL)
     from edge.serving.embedded import EmbeddedClassifier
 
-    classifier = EmbeddedClassifier(version)
-    raw = {bs: raw_throughput(classifier, bs, 10.0) for bs in (1, 8)}
+    raw: dict[str, float] = {}
+    classifier = EmbeddedClassifier(version, runtime="tensorflow")
+    for bs in (1, 8):
+        raw[f"raw TensorFlow, in-process, batch {bs}"] = raw_throughput(classifier, bs, 10.0)
+    classifier.close()
+    classifier = EmbeddedClassifier(version, runtime="litert")  # verified against TensorFlow, cached beside the version
+    if classifier.info.runtime == "litert":
+        for bs in (1, 8):
+            raw[f"raw LiteRT (XNNPACK), in-process, batch {bs}"] = raw_throughput(classifier, bs, 10.0)
+    classifier.close()
     best_raw = max(raw.values())
     del classifier
 
@@ -162,8 +171,9 @@ def main() -> int:
     print(f"\nedge pipeline benchmark — model {MODEL} v{version.version}, commit {commit}, "
           f"video {video.name} 720p 30 fps per camera")
     print(f"{'measurement':58s} {'frames/s':>9s} {'ratio':>8s}")
-    print(f"{'raw TensorFlow, in-process, batch 1':58s} {raw[1]:9.1f}")
-    print(f"{'raw TensorFlow, in-process, batch 8':58s} {raw[8]:9.1f}")
+    tf1 = raw["raw TensorFlow, in-process, batch 1"]
+    for label, value in raw.items():
+        print(f"{label:58s} {value:9.1f} {value / tf1:8.2f}")
     print(f"{'naive (tutorial style: float32, 1 call/frame, publish+ack)':58s} {naive:9.1f}")
     for g in gateway:
         fps = g["classified_fps"]

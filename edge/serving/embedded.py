@@ -1,14 +1,27 @@
-"""The embedded backend: the model runs inside the gateway process (TensorFlow)."""
+"""The embedded backend: the model runs inside the gateway process, with TensorFlow or LiteRT.
+
+``runtime="auto"`` (config ``serving.runtime``) lets :mod:`edge.serving.runtime_selection` pick the
+fastest runtime that reproduces the version's golden outputs, and caches the decision beside the
+version; ``"litert"`` prefers LiteRT whenever a LiteRT model passes; ``"tensorflow"`` forces TensorFlow.
+TensorFlow is imported only to convert, to measure, or to serve: a cached LiteRT choice never imports it."""
+
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge.models.metadata import PreprocessSpec, read_version_metadata
 from edge.models.store import ModelVersion
 from edge.serving.base import ClassifierError, ClassifierInfo, ImageInput, softmax
+from edge.serving.runtime_selection import (
+    DEFAULT_TOLERANCE, RUNTIMES, SHIPPED_FILE, Selection, cache_key, load_cached, save_cache, select,
+    select_in_subprocess)
 from edge.serving.savedmodel import SavedModelRunner, SignatureInfo
 
 logger = logging.getLogger(__name__)
@@ -56,29 +69,118 @@ def scores_output_of(signature: SignatureInfo, preferred: str | None) -> str:
 
 
 class EmbeddedClassifier:
-    """A SavedModel version classifying in-process."""
+    """A model version classifying in-process, with the runtime chosen by :mod:`runtime_selection`.
+
+    ``selection`` (a dict) says which runtime serves, why, and what each candidate measured; ``health()``
+    reports it under ``model.backend``.
+    """
 
     def __init__(
         self,
         version: ModelVersion,
         preprocess_override: PreprocessSpec | None = None,
         threads: int = 0,
+        runtime: str = "auto",
+        isolate_selection: bool | None = None,
     ) -> None:
-        self.runner = SavedModelRunner(version.path, threads=threads)
-        signature = self.runner.signature()
-        metadata = read_version_metadata(version.path, preprocess_override)
-        image_input = image_input_of(signature)
-        output = scores_output_of(signature, metadata.output_name)
-        self.info = ClassifierInfo(
-            model_name=version.name,
-            version=version.version,
-            image_input=image_input,
-            output_name=output,
-            metadata=metadata,
-            runtime="tensorflow",
-        )
+        """``isolate_selection``: convert and time in a child process, so that this process imports
+        TensorFlow only if TensorFlow ends up serving. None = isolate when TensorFlow is not imported yet."""
+        if runtime not in RUNTIMES:
+            raise ClassifierError(f"serving.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.runner: SavedModelRunner | None = None
+        self._litert: Any = None
         self._lock = threading.Lock()
+        path = Path(version.path)
+        metadata = read_version_metadata(path, preprocess_override)
+        own_preprocess = read_version_metadata(path).preprocess  # golden outputs were made with these
+        selection: Selection | None = None
+        info: ClassifierInfo | None = None
+        key = cache_key(path, runtime, threads, DEFAULT_TOLERANCE) if runtime != "tensorflow" else None
+        if key is not None:
+            selection = load_cached(path, key)
+            if selection is None and (path / "saved_model.pb").is_file() and (
+                    isolate_selection if isolate_selection is not None else "tensorflow" not in sys.modules):
+                selection = select_in_subprocess(path, version, runtime, threads, key)
+            if selection is not None and selection.runtime == "litert":
+                info = self._litert_from_cache(version, metadata, selection, threads)
+                if info is None:
+                    selection = None
+        if info is None and ((path / "saved_model.pb").is_file() or runtime == "tensorflow"):
+            self.runner = SavedModelRunner(path, threads=threads)
+            signature = self.runner.signature()
+            info = ClassifierInfo(model_name=version.name, version=version.version,
+                                  image_input=image_input_of(signature),
+                                  output_name=scores_output_of(signature, metadata.output_name),
+                                  metadata=metadata, runtime="tensorflow")
+            if runtime == "tensorflow":
+                selection = Selection(runtime="tensorflow", candidate="tensorflow", requested=runtime,
+                                      reason="serving.runtime = tensorflow", verified_on="not checked (forced)")
+            elif selection is None:
+                self.info = info
+                selection, self._litert = select(path, info, self._tf_classify, preprocess=own_preprocess,
+                                                 requested=runtime, threads=threads)
+                assert key is not None
+                save_cache(path, key, selection)
+        elif info is None:  # a LiteRT-only version folder (model.tflite, no SavedModel)
+            from edge.serving.litert import LiteRTModel
+
+            probe = LiteRTModel(path / SHIPPED_FILE, threads=1, output_name=metadata.output_name)
+            info = ClassifierInfo(model_name=version.name, version=version.version, image_input=probe.image_input(),
+                                  output_name=probe.output_name, metadata=metadata, runtime="litert")
+            probe.close()
+            selection, self._litert = select(path, info, None, preprocess=own_preprocess, requested=runtime,
+                                             threads=threads)
+            if key is not None:
+                save_cache(path, key, selection)
+        assert selection is not None and info is not None
+        if self._litert is not None:
+            self.runner = None  # the TensorFlow model's memory goes; the library stays imported
+        self.info = replace(info, runtime=selection.runtime)
+        self.selection: dict[str, Any] = selection.as_dict()
+        self._log_selection(selection)
         self._warm_up()
+
+    def _litert_from_cache(self, version: ModelVersion, metadata: Any, selection: Selection,
+                           threads: int) -> ClassifierInfo | None:
+        """Serve the cached LiteRT model without importing TensorFlow; None if it cannot load."""
+        from edge.serving.base import ImageInput
+        from edge.serving.litert import LiteRTClassifier
+
+        try:
+            sig = selection.signature
+            height, width, channels = sig["input"]["shape"]
+            info = ClassifierInfo(model_name=version.name, version=version.version,
+                                  image_input=ImageInput(sig["input"]["name"], sig["input"]["dtype"],
+                                                         int(height), int(width), int(channels)),
+                                  output_name=sig["output"], metadata=metadata, runtime="litert")
+            self._litert = LiteRTClassifier(Path(selection.model_file or ""), info, threads=threads)
+            return info
+        except Exception as exc:  # a damaged cache must never stop a version from loading
+            logger.warning("cached LiteRT model %s unusable (%s); selecting the runtime again",
+                           selection.model_file, exc)
+            self._litert = None
+            return None
+
+    def _log_selection(self, selection: Selection) -> None:
+        timings = ", ".join(
+            f"{k}: {'ok' if r.ok else 'refused'}"
+            + (f" {r.img_per_s:.1f} img/s" if r.img_per_s else "")
+            + (f" (max diff {r.max_abs_diff:.2g})" if r.max_abs_diff is not None else "")
+            for k, r in selection.candidates.items())
+        logger.info("model %s version %s runtime %s%s: %s%s", self.info.model_name, self.info.version,
+                    selection.candidate, " (cached decision)" if selection.cached else "", selection.reason,
+                    f" [{timings}]" if timings else "")
+
+    def _tf_classify(self, batch: np.ndarray) -> np.ndarray:
+        assert self.runner is not None
+        with self._lock:
+            out = self.runner.run({self.info.image_input.name: batch}, output_filter=[self.info.output_name])
+        scores = np.asarray(out[self.info.output_name], dtype=np.float32)
+        if scores.ndim != 2:
+            scores = scores.reshape(scores.shape[0], -1)
+        if self.info.metadata.activation == "softmax":
+            scores = softmax(scores)
+        return scores
 
     def _warm_up(self) -> None:
         """Run one batch so the first real frame does not pay graph tracing and allocation."""
@@ -90,21 +192,22 @@ class EmbeddedClassifier:
                 f"model outputs {scores.shape[-1]} classes but labels.txt has {len(labels)} lines"
             )
         logger.info(
-            "model %s version %s ready: input %s %s %dx%dx%d, output %s (%d classes)",
-            self.info.model_name, self.info.version, self.info.image_input.name, self.info.image_input.dtype,
-            self.info.image_input.height, self.info.image_input.width, self.info.image_input.channels,
-            self.info.output_name, scores.shape[-1],
+            "model %s version %s ready on %s: input %s %s %dx%dx%d, output %s (%d classes)",
+            self.info.model_name, self.info.version, self.info.runtime, self.info.image_input.name,
+            self.info.image_input.dtype, self.info.image_input.height, self.info.image_input.width,
+            self.info.image_input.channels, self.info.output_name, scores.shape[-1],
         )
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            out = self.runner.run({self.info.image_input.name: batch}, output_filter=[self.info.output_name])
-        scores = np.asarray(out[self.info.output_name], dtype=np.float32)
-        if scores.ndim != 2:
-            scores = scores.reshape(scores.shape[0], -1)
-        if self.info.metadata.activation == "softmax":
-            scores = softmax(scores)
-        return scores
+        litert = self._litert
+        if litert is not None:
+            return litert.classify(batch)
+        return self._tf_classify(batch)
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": "embedded", "state": "ok", "runtime": self.info.runtime, "selection": self.selection}
 
     def close(self) -> None:
-        self.runner = None  # type: ignore[assignment]
+        if self._litert is not None:
+            self._litert.close()
+        self.runner = None

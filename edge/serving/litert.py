@@ -1,0 +1,185 @@
+"""LiteRT (TensorFlow Lite) runtime for the embedded backend: a ``.tflite`` model run in-process.
+
+``ai_edge_litert`` is the only import: TensorFlow is never loaded on this path, which is what makes
+a cached LiteRT selection cheap on small boxes (``import tensorflow`` alone costs ~550 MB RSS).
+The interpreter uses XNNPACK (ai_edge_litert applies it by default to float models) with
+``num_threads`` = the configured threads or the cores this process may run on.
+
+Batches are run one image at a time on the model's batch-1 input tensor: with XNNPACK and N threads
+that is as fast as resizing the input to the batch size (bench/runtimes.py measures both), and it
+never reallocates tensors when the batcher hands over batches of varying size. Each image costs one
+copy into the input tensor and one copy of its scores out; nothing else is allocated per frame.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.serving.base import ClassifierError, ClassifierInfo, ImageInput, softmax
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class LiteRTError(ClassifierError):
+    """A .tflite model cannot be loaded or run as an image classifier (message says why)."""
+
+
+def interpreter_class() -> Any:
+    """ai_edge_litert's Interpreter (TF's copy only when ai_edge_litert is not installed)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:  # pragma: no cover - ai_edge_litert is a dependency of the litert runtime
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+
+
+def litert_available() -> bool:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_threads(threads: int = 0) -> int:
+    """``threads`` if set, else the cores this process may run on."""
+    if threads > 0:
+        return threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LiteRTModel:
+    """One interpreter over one .tflite model: image tensor in, score tensor out, one image per invoke.
+
+    ``run`` is serialized by a lock (an interpreter is not reentrant); separate instances run in
+    parallel.
+    """
+
+    def __init__(self, model: bytes | Path, threads: int = 0, input_name: str | None = None,
+                 output_name: str | None = None) -> None:
+        content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        self.threads = default_threads(threads)
+        try:
+            self._interp = interpreter_class()(model_content=content, num_threads=self.threads)
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for a bad flatbuffer
+            raise LiteRTError(f"LiteRT cannot load the model: {exc}") from exc
+        inputs, outputs = self._io_details()
+        self.input_name, self._in = self._pick(inputs, input_name, "input")
+        self.output_name, self._out = self._pick(outputs, output_name, "output")
+        shape = tuple(int(v) for v in self._in["shape"])
+        if len(shape) != 4:
+            raise LiteRTError(f"input {self.input_name!r} must be [batch, height, width, channels], is {list(shape)}")
+        if shape[0] != 1:  # one image per invoke (see module doc)
+            self._interp.resize_tensor_input(self._in["index"], [1, *shape[1:]])
+        try:
+            self._interp.allocate_tensors()
+        except Exception as exc:
+            raise LiteRTError(f"LiteRT cannot allocate the model's tensors: {exc}") from exc
+        self.height, self.width, self.channels = shape[1], shape[2], shape[3]
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self._in_index = int(self._in["index"])
+        self._out_index = int(self._out["index"])
+        out_shape = self._interp.get_output_details()  # shapes after allocation
+        out_shape = next(d for d in out_shape if d["index"] == self._out_index)["shape"]
+        self.classes = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else int(out_shape[0])
+        self._in_quant = self._quantization(self._in)
+        self._out_quant = self._quantization(self._out)
+        self._lock = threading.Lock()
+
+    def _io_details(self) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Inputs and outputs keyed by signature alias (``serving_default``), else by tensor name."""
+        signatures = self._interp.get_signature_list()
+        if signatures:
+            key = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else next(iter(signatures))
+            runner = self._interp.get_signature_runner(key)
+            return dict(runner.get_input_details()), dict(runner.get_output_details())
+        strip = lambda name: name.split(":", 1)[0]  # noqa: E731
+        return ({strip(d["name"]): d for d in self._interp.get_input_details()},
+                {strip(d["name"]): d for d in self._interp.get_output_details()})
+
+    @staticmethod
+    def _pick(details: dict[str, dict], wanted: str | None, kind: str) -> tuple[str, dict]:
+        if wanted is not None and wanted in details:
+            return wanted, details[wanted]
+        if len(details) == 1:
+            return next(iter(details.items()))
+        raise LiteRTError(f"model has {kind}s {sorted(details)}; expected one named {wanted!r}")
+
+    @staticmethod
+    def _quantization(detail: dict) -> tuple[float, int] | None:
+        scale, zero = detail.get("quantization", (0.0, 0))
+        if np.dtype(detail["dtype"]).kind in "iu" and scale:
+            return float(scale), int(zero)
+        return None
+
+    def image_input(self) -> ImageInput:
+        """The image tensor as the embedded backend describes it (dtype of the model's input)."""
+        return ImageInput(self.input_name, self.input_dtype.name, self.height, self.width, self.channels)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw scores (float32 [N, classes]) for an N x H x W x C batch."""
+        if batch.ndim != 4 or batch.shape[1:] != (self.height, self.width, self.channels):
+            raise LiteRTError(
+                f"batch shape {list(batch.shape)} does not match the model input "
+                f"[N, {self.height}, {self.width}, {self.channels}]")
+        if self._in_quant is not None and batch.dtype != self.input_dtype:
+            scale, zero = self._in_quant
+            info = np.iinfo(self.input_dtype)
+            batch = np.clip(np.rint(batch / scale + zero), info.min, info.max)
+        if batch.dtype != self.input_dtype:
+            batch = batch.astype(self.input_dtype)
+        out = np.empty((batch.shape[0], self.classes), dtype=np.float32)
+        with self._lock:
+            interp = self._interp
+            if interp is None:
+                raise LiteRTError("model is closed")
+            for i in range(batch.shape[0]):
+                interp.set_tensor(self._in_index, batch[i:i + 1])
+                interp.invoke()
+                view = interp.tensor(self._out_index)()  # a view into LiteRT's buffer: copy, then drop
+                if self._out_quant is None:
+                    out[i] = view.reshape(-1)
+                else:
+                    scale, zero = self._out_quant
+                    out[i] = (view.reshape(-1).astype(np.float32) - zero) * scale
+                del view
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._interp = None
+
+
+class LiteRTClassifier:
+    """The :class:`edge.serving.base.Classifier` over a .tflite model: probabilities [N, classes]."""
+
+    def __init__(self, model: bytes | Path, info: ClassifierInfo, threads: int = 0) -> None:
+        self.model = LiteRTModel(model, threads=threads, input_name=info.image_input.name,
+                                 output_name=info.output_name)
+        want = info.image_input
+        got = (self.model.height, self.model.width, self.model.channels)
+        if got != (want.height, want.width, want.channels):
+            raise LiteRTError(f"model input is {list(got)}, the version's signature says "
+                              f"{[want.height, want.width, want.channels]}")
+        self.info = info
+        self._softmax = info.metadata.activation == "softmax"
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        scores = self.model.run(batch)
+        return softmax(scores) if self._softmax else scores
+
+    def close(self) -> None:
+        self.model.close()
