@@ -1,4 +1,5 @@
-"""`edgectl`: provision and operate edge devices. This release: config checking."""
+"""`edgectl`: provision and operate edge devices: config checking, init/install, CA and broker ACL,
+doctor, status, model packaging and signing keys."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from provisioning import keys, model_cli
+from provisioning import broker, ca, doctor, init, install, keys, model_cli, status
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_config_check)
     model_cli.register(sub)
     keys.register(sub)
+    init.register(sub)
+    install.register(sub)
+    ca.register(sub)
+    broker.register(sub)
+    doctor.register(sub)
+    status.register(sub)
     return parser
 
 
