@@ -218,6 +218,61 @@ class ResultsConfig(_Strict):
     min_score: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+class RegistryConfig(_Strict):
+    """Where this device's model comes from: an OCI registry tag, watched with cheap HEAD requests.
+
+    `ref` names the model repository and a tag (a version number or a channel such as `stable`);
+    the gateway installs whatever digest the tag points to, after verifying it. `insecure = true`
+    talks plain HTTP (loopback and labs only). With `public_key` set, unsigned or badly signed
+    artifacts are refused.
+    """
+
+    ref: str
+    poll_interval_s: float = Field(default=300.0, ge=1.0, le=86_400)
+    username: str | None = None
+    password: str | None = None
+    insecure: bool = False
+    ca_file: Path | None = None
+    public_key: Path | None = None
+    max_mb: float = Field(default=2048.0, gt=0, le=1_000_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        from edge.registry import Reference
+
+        try:
+            Reference.parse(v)
+        except Exception as exc:  # the parser's own message names the accepted form
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _files(self) -> RegistryConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be given together")
+        for key in ("ca_file", "public_key"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{key} {str(path)!r} is not a readable file")
+        if self.insecure and self.ca_file is not None:
+            raise ValueError("ca_file makes no sense with insecure = true (plain HTTP)")
+        return self
+
+
+class RolloutConfig(_Strict):
+    """How a downloaded version earns its place: golden-image checks, then a probation period."""
+
+    keep_versions: int = Field(default=3, ge=2, le=100, description="version folders kept on disk")
+    tolerance: float = Field(default=1e-3, ge=0, le=1.0, description="max |score - reference| on golden images")
+    latency_factor: float = Field(default=2.0, gt=0, le=1000, description="candidate / current median latency")
+    require_golden: bool = True
+    probation_s: float = Field(default=60.0, ge=0, le=86_400)
+    probation_max_error_rate: float = Field(default=0.05, ge=0, le=1.0)
+    probation_latency_factor: float = Field(default=2.0, gt=0, le=1000)
+
+
 class GatewayConfig(_Strict):
     device_id: str
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -228,6 +283,8 @@ class GatewayConfig(_Strict):
     spool: SpoolConfig = SpoolConfig()
     health: HealthConfig = HealthConfig()
     results: ResultsConfig = ResultsConfig()
+    registry: RegistryConfig | None = None
+    rollout: RolloutConfig = RolloutConfig()
 
     @field_validator("device_id")
     @classmethod
@@ -242,6 +299,13 @@ class GatewayConfig(_Strict):
         if dupes:
             raise ValueError(f"duplicate camera name(s) {dupes}; each camera needs its own name")
         return v
+
+    @model_validator(mode="after")
+    def _registry_pins(self) -> GatewayConfig:
+        if self.registry is not None and self.model.version != "latest":
+            raise ValueError("model.version must be \"latest\" when [registry] is configured "
+                             "(the registry tag decides the version; pin it there)")
+        return self
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

@@ -17,7 +17,7 @@ from edge.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_co
 from edge.health import HealthMonitor
 from edge.logsetup import setup_logging
 from edge.models.metadata import ModelMetadataError, PreprocessSpec
-from edge.models.store import ModelStore, ModelStoreError
+from edge.models.store import ModelStore, ModelStoreError, ModelVersion
 from edge.mqtt import MqttReporter, MqttSettings
 from edge.pipeline import InferencePipeline
 from edge.results import ResultPublisher
@@ -70,8 +70,8 @@ def mqtt_settings(config: GatewayConfig) -> MqttSettings:
     )
 
 
-def load_classifier(config: GatewayConfig) -> Classifier:
-    """Resolve the configured version in the store and load it with the configured backend."""
+def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) -> Classifier:
+    """Load `version` (default: the configured version, resolved in the store) with the configured backend."""
     override = None
     if config.model.preprocess is not None:
         p = config.model.preprocess
@@ -82,7 +82,7 @@ def load_classifier(config: GatewayConfig) -> Classifier:
         return TFServingClassifier(
             config.serving.target,
             config.model.name,
-            version=config.model.version,
+            version=version.version if version is not None else config.model.version,
             store=config.model.store,
             preprocess_override=override,
             timeout_s=config.serving.timeout_ms / 1000.0,
@@ -91,7 +91,8 @@ def load_classifier(config: GatewayConfig) -> Classifier:
         )
     from edge.serving.embedded import EmbeddedClassifier  # imports TensorFlow
 
-    version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
+    if version is None:
+        version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads)
 
 
@@ -115,6 +116,119 @@ class Gateway:
         self.classifier: Classifier | None = None
         self.pipeline: InferencePipeline | None = None
         self.publisher: ResultPublisher | None = None
+        self.rollout: Any = None  # edge.models.rollout.RolloutManager when [registry] is configured
+        self.commands: Any = None  # edge.fleet.CommandRouter
+        if config.registry is not None:
+            self._setup_registry()
+
+    def _setup_registry(self) -> None:
+        """Model updates from the registry: state, installer, rollout manager, fleet commands."""
+        from edge.fleet import CommandRouter
+        from edge.models.installer import ModelInstaller
+        from edge.models.rollout import RolloutManager, RolloutSettings
+        from edge.models.state import StateStore, recover
+        from edge.registry import Reference, RegistryClient
+
+        reg, roll = self.config.registry, self.config.rollout
+        assert reg is not None
+        public_key = None
+        if reg.public_key is not None:
+            from edge.models.artifact import ArtifactError, load_public_key
+
+            try:
+                public_key = load_public_key(reg.public_key)
+            except ArtifactError as exc:
+                raise StartupError(f"registry.public_key: {exc}") from None
+        ref = Reference.parse(reg.ref)
+        client = RegistryClient(ref.registry, username=reg.username, password=reg.password,
+                                insecure=reg.insecure, ca_file=reg.ca_file, timeout_s=reg.timeout_s)
+        model_base = self.config.model.store / self.config.model.name
+        try:
+            model_base.mkdir(parents=True, exist_ok=True)
+            state_store = StateStore(model_base)
+            state = recover(state_store.load(), model_base)
+            installer = ModelInstaller(model_base, client, state_store, public_key=public_key,
+                                       max_bytes=int(reg.max_mb * 1048576))
+            installer.cleanup()
+            state_store.save(state)
+        except OSError as exc:
+            raise StartupError(f"model.store {model_base}: {exc}") from None
+        settings = RolloutSettings(
+            poll_interval_s=reg.poll_interval_s, keep_versions=roll.keep_versions, tolerance=roll.tolerance,
+            latency_factor=roll.latency_factor, require_golden=roll.require_golden, probation_s=roll.probation_s,
+            probation_max_error_rate=roll.probation_max_error_rate,
+            probation_latency_factor=roll.probation_latency_factor,
+            backoff_max_s=min(300.0, max(2.0, reg.poll_interval_s)))
+        from edge.models.validation import load_candidate
+
+        self.rollout = RolloutManager(
+            ref=ref, installer=installer, state_store=state_store, state=state,
+            loader=lambda version: load_candidate(self.config, version), settings=settings,
+            emit=self._event, publish_state=lambda doc: self.reporter.publish_retained("model", doc))
+        self.commands = CommandRouter(self.reporter)
+        self.commands.register("deploy", self._cmd_deploy, {"ref": str})
+        self.commands.register("rollback", self._cmd_rollback, {})
+
+    def _cmd_deploy(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from edge.fleet import CommandError
+        from edge.models.rollout import RolloutError
+
+        try:
+            return self.rollout.deploy(payload.get("ref"))
+        except RolloutError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _cmd_rollback(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from edge.fleet import CommandError
+        from edge.models.rollout import RolloutError
+
+        try:
+            return self.rollout.rollback()
+        except RolloutError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _registry_classifier(self) -> Classifier | None:
+        """The recorded serving version (or the newest trusted one); else the first install, waiting."""
+        from edge.models.state import choose_serving
+
+        rollout = self.rollout
+        model_base = self.config.model.store / self.config.model.name
+        chosen = choose_serving(rollout.state, model_base)
+        if chosen is not None:
+            try:
+                classifier = load_classifier(self.config, chosen)
+            except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
+                state = rollout.state
+                if chosen.version not in state.installed:  # placed by hand: leave it, say so, use the registry
+                    raise StartupError(f"model {self.config.model.name} version {chosen.version}: {exc}") from None
+                logger.error("cannot load installed version %d (%s); removing it and installing from the "
+                             "registry", chosen.version, exc)
+                if state.serving_version == chosen.version:
+                    state.serving_version = state.serving_digest = None
+                rollout.installer.remove(chosen.version, state)
+                return self._registry_classifier()
+            else:
+                state = rollout.state
+                if state.serving_version != chosen.version:
+                    state.previous_version = state.previous_digest = None
+                state.serving_version = chosen.version
+                state.serving_digest = state.installed.get(chosen.version)
+                if state.state not in ("rolled-back",):
+                    state.state = "serving"
+                rollout.state_store.save(state)
+                return classifier
+
+        def waiting(message: str) -> None:
+            self.health.waiting_for_model = message
+            self.reporter.publish_health(self.health.snapshot(
+                cameras=[], model={"name": self.config.model.name, "version": None,
+                                   "rollout": rollout.summary()},
+                inference={}, results={}, mqtt=self.reporter.stats()))
+            self.reporter.publish_retained("model", rollout.summary())
+
+        classifier = rollout.bootstrap(self.stop_requested, on_wait=waiting)
+        self.health.waiting_for_model = None
+        return classifier
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
         logger.info("event %s %s", kind, payload)
@@ -125,8 +239,15 @@ class Gateway:
 
     def start(self) -> None:
         self.reporter.start()
+        if self.commands is not None:
+            self.commands.start()  # commands queue up while the first version installs
         try:
-            self.classifier = load_classifier(self.config)
+            if self.rollout is not None:
+                self.classifier = self._registry_classifier()
+                if self.classifier is None:  # stopped while waiting for the first version
+                    return
+            else:
+                self.classifier = load_classifier(self.config)
         except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
             self.reporter.stop(flush_timeout_s=1.0)
             raise StartupError(str(exc)) from None
@@ -143,17 +264,27 @@ class Gateway:
         self.pipeline = InferencePipeline(batcher, self.classifier, self.publisher.submit)
         self.publisher.start()
         self.pipeline.start()
+        if self.rollout is not None:
+            self.rollout.pipeline = self.pipeline
+            self.rollout.start()
         for cam in self.cameras:
             cam.start()
         self._event("gateway_started", {"model": self._model_health(), "cameras": [c.name for c in self.cameras]})
 
     def _model_health(self) -> dict[str, Any]:
-        assert self.classifier is not None
-        backend = getattr(self.classifier, "health", None)
+        assert self.pipeline is not None or self.classifier is not None
+        classifier = self.pipeline.classifier if self.pipeline is not None else self.classifier
+        doc = self._classifier_health(classifier)
+        if self.rollout is not None:
+            doc["rollout"] = self.rollout.summary()
+        return doc
+
+    def _classifier_health(self, classifier: Classifier) -> dict[str, Any]:
+        backend = getattr(classifier, "health", None)
         doc: dict[str, Any] = {"name": self.config.model.name, "backend": backend() if backend else
                                {"backend": self.config.serving.backend, "state": "ok"}}
         try:
-            info = self.classifier.info
+            info = classifier.info
         except ClassifierError as exc:  # a remote backend that is not reachable yet
             doc.update(version=None, runtime=self.config.serving.backend, error=str(exc))
             return doc
@@ -185,6 +316,8 @@ class Gateway:
             if time.monotonic() >= next_health:
                 try:
                     self.reporter.publish_health(self.health_snapshot())
+                    if self.rollout is not None:  # retained; re-sent so a broker restart cannot lose it
+                        self.reporter.publish_retained("model", self.rollout.summary())
                 except Exception:  # health must never take the daemon down
                     logger.exception("health snapshot failed")
                 next_health = time.monotonic() + interval
@@ -198,13 +331,19 @@ class Gateway:
             t.start()
         for t in stoppers:
             t.join(4.0)
+        if self.commands is not None:
+            self.commands.stop(2.0)
+        if self.rollout is not None:
+            self.rollout.stop(10.0)
         if self.pipeline is not None:
             self.pipeline.stop(5.0)
         if self.publisher is not None:
             self.publisher.stop(5.0)
         self.reporter.stop(flush_timeout_s=3.0)
         self.spool.close()
-        if self.classifier is not None:
+        if self.pipeline is not None:
+            self.pipeline.classifier.close()
+        elif self.classifier is not None:
             self.classifier.close()
         logger.info("stopped")
 

@@ -21,6 +21,7 @@ class HealthMonitor:
         self.started_mono = time.monotonic()
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)  # first call primes the counter
+        self.waiting_for_model: str | None = None  # set while a first model version is being installed
 
     def snapshot(
         self,
@@ -31,6 +32,11 @@ class HealthMonitor:
         mqtt: dict[str, Any],
     ) -> dict[str, Any]:
         problems: list[str] = []
+        if self.waiting_for_model:
+            problems.append(self.waiting_for_model)
+        rollout = model.get("rollout") or {}
+        if rollout.get("state") == "failed" or (rollout.get("last_error") and rollout.get("state") != "rolled-back"):
+            problems.append(f"model rollout: {rollout.get('last_error')}")
         for cam in cameras:
             if cam.get("state") != "online":
                 problems.append(f"camera {cam.get('name')} {cam.get('state')}")

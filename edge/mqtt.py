@@ -43,6 +43,21 @@ EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
+class InboundMessage:
+    """A message received on a subscription, with its MQTT 5 request/response properties."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+MessageCallback = Callable[[InboundMessage], None]
+
+
+@dataclass(frozen=True)
 class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"  # mqtt://host[:port] or mqtts://host[:port]
     client_id: str | None = None  # default: "edge-<device_id>"
@@ -113,7 +128,10 @@ class MqttConnection:
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
         self._client = client
+        self._subscriptions: dict[str, tuple[int, MessageCallback]] = {}
+        self._sub_lock = threading.Lock()
 
     @property
     def broker(self) -> str:
@@ -136,6 +154,28 @@ class MqttConnection:
         self.last_error = f"publish to {topic} refused by client: {paho.error_string(info.rc)}"
         return None
 
+    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
+        """Deliver messages matching `topic_filter` to `callback` (on paho's network thread: be quick).
+
+        The subscription is (re)sent on every connect, so it survives reconnects and lost sessions.
+        """
+        with self._sub_lock:
+            self._subscriptions[topic_filter] = (qos, callback)
+        if self.connected.is_set():
+            self._client.subscribe(topic_filter, qos=qos)
+
+    def publish_response(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
+        """QoS 1 reply to an MQTT 5 request: to its Response Topic, echoing its Correlation Data."""
+        props = Properties(PacketTypes.PUBLISH)
+        if correlation_data is not None:
+            props.CorrelationData = correlation_data
+        props.ContentType = "application/json"
+        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            return True
+        self.last_error = f"response to {topic} refused by client: {paho.error_string(info.rc)}"
+        return False
+
     def close(self) -> None:
         """Send DISCONNECT (normal: the broker discards the will) and stop the network thread."""
         self._client.disconnect()
@@ -155,6 +195,10 @@ class MqttConnection:
             if dropped:
                 logger.info("broker %s had no session; dropped %d unacked from paho", self.broker, len(dropped))
         receive_maximum = int(getattr(props, "ReceiveMaximum", 65535) or 65535)
+        with self._sub_lock:
+            subscriptions = [(f, q) for f, (q, _) in self._subscriptions.items()]
+        if subscriptions:
+            client.subscribe(subscriptions)
         self.connected.set()
         self._on_connected(session_present, receive_maximum)
 
@@ -167,6 +211,20 @@ class MqttConnection:
         self.connected.clear()
         if was_connected:
             self._on_disconnected(str(reason))
+
+    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        inbound = InboundMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
+                                 response_topic or None, bytes(correlation) if correlation is not None else None)
+        with self._sub_lock:
+            matching = [cb for f, (_, cb) in self._subscriptions.items() if paho.topic_matches_sub(f, msg.topic)]
+        for callback in matching:
+            try:
+                callback(inbound)
+            except Exception:  # a handler bug must not kill paho's network thread
+                logger.exception("message handler for %s failed", msg.topic)
 
     def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._on_puback(mid, not reason.is_failure, str(reason))
@@ -257,6 +315,24 @@ class MqttReporter:
         data = json.dumps(payload, separators=(",", ":")).encode()
         if self._conn.publish(self.topic("health"), data, qos=1, retain=True) is None:
             self._health_dropped += 1
+
+    def publish_retained(self, subtopic: str, payload: dict[str, Any]) -> bool:
+        """Latest-wins retained JSON on `<prefix>/<device>/<subtopic>` (not spooled; False while offline)."""
+        if not self._conn.connected.is_set():
+            return False
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        return self._conn.publish(self.topic(subtopic), data, qos=1, retain=True) is not None
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
+        """Receive messages on `topic_filter` (re-subscribed on every reconnect); see MqttConnection."""
+        self._conn.subscribe(topic_filter, callback, qos)
+
+    def respond(self, request: InboundMessage, payload: dict[str, Any]) -> bool:
+        """Reply to an MQTT 5 request on its Response Topic; False when it named none."""
+        if not request.response_topic:
+            return False
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        return self._conn.publish_response(request.response_topic, data, request.correlation_data)
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._conn.connected.wait(timeout_s)

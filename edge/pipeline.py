@@ -58,6 +58,7 @@ class InferencePipeline:
         self.batches = 0
         self.errors = 0
         self.frames_failed = 0
+        self.inference_ms_total = 0.0  # cumulative; with `batches`, the rollout's probation computes mean latency
         self.last_error: str | None = None
         self.last_progress_mono = time.monotonic()
         self.last_classified_mono: float | None = None
@@ -126,6 +127,7 @@ class InferencePipeline:
             self._batch_sizes[len(items)] += 1
             self.frames_classified += len(items)
             self.batches += 1
+            self.inference_ms_total += inference_ms
             self.last_classified_mono = now
         self._deliver(
             ClassifiedBatch(

@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.streams",
     "tests.fixtures.models",
     "tests.fixtures.gateway",
+    "tests.fixtures.model_server",
+    "tests.fixtures.registry",
 ]

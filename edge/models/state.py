@@ -1,0 +1,208 @@
+"""The device's model state, one small JSON file per model that survives power loss.
+
+``<store>/<model>/.edge-state.json`` (a dot-file: invisible to the loader and to TF Serving)::
+
+    {"format": 1, "state": "serving", "serving": {"version": 2, "digest": "sha256:…"},
+     "previous": {"version": 1, "digest": "sha256:…"}, "installed": {"1": "sha256:…", "2": "sha256:…"},
+     "installing": null, "bad": {"sha256:…": "golden image red.png: top-1 2 != reference 0"},
+     "validated": ["sha256:…"], "ref": null,
+     "last_error": null, "updated_at": 1795626490.1}
+
+Writes go to a temp file in the same folder, are fsynced, renamed over the old file and the folder
+is fsynced: after a power cut the file is either the old or the new document, never a torn one.
+A leftover ``.edge-state.json.tmp-*`` (a write cut short) is ignored and removed.
+
+On startup :func:`choose_serving` decides what to serve: the recorded serving version if it is
+still a complete folder, else the newest complete version whose digest is not known bad — never
+"whatever is newest" after an interrupted install.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.models.store import ModelVersion, list_versions
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = ".edge-state.json"
+STATES = ("idle", "downloading", "validating", "serving", "probation", "rolled-back", "failed")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over `path`, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+@dataclass
+class ModelState:
+    state: str = "idle"
+    serving_version: int | None = None
+    serving_digest: str | None = None
+    previous_version: int | None = None
+    previous_digest: str | None = None
+    installed: dict[int, str] = field(default_factory=dict)  # version -> digest
+    installing: dict[str, Any] | None = None  # {"version": n, "digest": d} while a folder is being moved in
+    bad: dict[str, str] = field(default_factory=dict)  # digest -> why it is never deployed automatically
+    validated: list[str] = field(default_factory=list)  # digests that passed validation on this device
+    ref: str | None = None  # the reference an operator deployed, followed instead of the configured one
+    last_error: str | None = None
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        def pair(version: int | None, digest: str | None) -> dict[str, Any] | None:
+            return None if version is None else {"version": version, "digest": digest}
+
+        return {
+            "format": 1,
+            "state": self.state,
+            "serving": pair(self.serving_version, self.serving_digest),
+            "previous": pair(self.previous_version, self.previous_digest),
+            "installed": {str(v): d for v, d in sorted(self.installed.items())},
+            "installing": self.installing,
+            "bad": dict(self.bad),
+            "validated": list(self.validated),
+            "ref": self.ref,
+            "last_error": self.last_error,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ModelState:
+        serving = doc.get("serving") or {}
+        previous = doc.get("previous") or {}
+        state = doc.get("state", "idle")
+        return cls(
+            state=state if state in STATES else "idle",
+            serving_version=serving.get("version"),
+            serving_digest=serving.get("digest"),
+            previous_version=previous.get("version"),
+            previous_digest=previous.get("digest"),
+            installed={int(v): str(d) for v, d in (doc.get("installed") or {}).items()},
+            installing=doc.get("installing"),
+            bad={str(k): str(v) for k, v in (doc.get("bad") or {}).items()},
+            validated=[str(d) for d in (doc.get("validated") or [])],
+            ref=doc.get("ref") if isinstance(doc.get("ref"), str) else None,
+            last_error=doc.get("last_error"),
+            updated_at=float(doc.get("updated_at") or 0.0),
+        )
+
+    def version_of(self, digest: str) -> int | None:
+        for version, known in self.installed.items():
+            if known == digest:
+                return version
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """What health and the retained `model` topic show."""
+        return {
+            "state": self.state,
+            "serving": {"version": self.serving_version, "digest": self.serving_digest},
+            "previous": {"version": self.previous_version, "digest": self.previous_digest},
+            "installed": sorted(self.installed),
+            "bad": sorted(self.bad),
+            "last_error": self.last_error,
+        }
+
+
+class StateStore:
+    """Loads and atomically saves one model's state file."""
+
+    def __init__(self, model_base: Path) -> None:
+        self.model_base = Path(model_base)
+        self.path = self.model_base / STATE_FILE
+
+    def load(self) -> ModelState:
+        """The saved state; an empty one when there is none or it cannot be read (logged)."""
+        self._remove_torn_writes()
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return ModelState.from_json(doc)
+        except FileNotFoundError:
+            return ModelState()
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # Cannot happen through save(); a hand edit or a broken disk. Start from the folders.
+            logger.error("model state %s unreadable (%s); starting from what is on disk", self.path, exc)
+            return ModelState()
+
+    def save(self, state: ModelState) -> None:
+        self.model_base.mkdir(parents=True, exist_ok=True)
+        state.updated_at = time.time()
+        data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+        atomic_write_bytes(self.path, data)
+
+    def _remove_torn_writes(self) -> None:
+        if not self.model_base.is_dir():
+            return
+        for leftover in self.model_base.glob(f"{STATE_FILE}.tmp-*"):
+            logger.info("removing interrupted state write %s", leftover.name)
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+
+def recover(state: ModelState, model_base: Path) -> ModelState:
+    """Reconcile the state with the folders after a restart (no disk writes; caller saves)."""
+    present = {v.version: v for v in list_versions(model_base)}
+    if state.installing:
+        version, digest = int(state.installing["version"]), str(state.installing["digest"])
+        if version in present and version not in state.installed:
+            # The rename happened (it is atomic) but the record did not: the folder is complete.
+            state.installed[version] = digest
+        state.installing = None
+    state.installed = {v: d for v, d in state.installed.items() if v in present}
+    if state.previous_version is not None and state.previous_version not in present:
+        state.previous_version = state.previous_digest = None
+    if state.state in ("downloading", "validating", "probation"):
+        # Interrupted mid-rollout: what was serving (recorded) is what serves now.
+        state.state = "serving" if state.serving_version is not None else "idle"
+    return state
+
+
+def choose_serving(state: ModelState, model_base: Path) -> ModelVersion | None:
+    """The version to serve at startup: the recorded serving version if still complete; else the
+    newest complete folder that is trusted: validated here, or placed by hand (not installed from
+    the registry). A version installed but never validated (power cut before its switch) waits
+    for the rollout manager to validate it; a known-bad digest is never picked."""
+    present = list_versions(model_base)
+    for candidate in present:
+        if candidate.version == state.serving_version:
+            return candidate
+
+    def trusted(version: int) -> bool:
+        digest = state.installed.get(version)
+        return digest is None or (digest in state.validated and digest not in state.bad)
+
+    good = [v for v in present if trusted(v.version)]
+    return good[-1] if good else None
