@@ -143,6 +143,8 @@ class ServingConfig(_Strict):
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     threads: int = Field(default=0, ge=0, le=256, description="runtime threads, 0 = all cores")
+    # embedded backend: which runtime runs the model; "auto" converts to LiteRT, verifies and times it
+    runtime: Literal["auto", "tensorflow", "litert"] = "auto"
     # tfserving backend: where TF Serving (or edge-model-server) listens, and how to talk to it
     target: str = "127.0.0.1:8500"
     timeout_ms: float = Field(default=5000.0, gt=0, le=600_000)
@@ -211,6 +213,8 @@ class SpoolConfig(_Strict):
 
 class HealthConfig(_Strict):
     interval_s: float = Field(default=15.0, ge=0.5, le=86_400)
+    # the health snapshot is also written here for `edgectl status` (RuntimeDirectory=edge)
+    status_file: Path | None = Path("/run/edge/status.json")
 
 
 class ResultsConfig(_Strict):

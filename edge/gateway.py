@@ -11,89 +11,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
 
-from camera import CameraCapture, CaptureSettings, Roi
+from camera import CameraCapture
 from edge.batcher import FrameBatcher
 from edge.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from edge.factory import capture_settings, load_classifier, mqtt_settings
 from edge.health import HealthMonitor
 from edge.logsetup import setup_logging
-from edge.models.metadata import ModelMetadataError, PreprocessSpec
-from edge.models.store import ModelStore, ModelStoreError, ModelVersion
-from edge.mqtt import MqttReporter, MqttSettings
+from edge.model_updates import ModelUpdates, StartupError
+from edge.models.metadata import ModelMetadataError
+from edge.models.store import ModelStoreError
+from edge.mqtt import MqttReporter
 from edge.pipeline import InferencePipeline
 from edge.results import ResultPublisher
 from edge.serving.base import Classifier, ClassifierError
 from edge.serving.savedmodel import SavedModelError
 from edge.spool import Spool, SpoolError
+from edge.status_file import write_status
+from edge.systemd import Supervisor, SystemdNotifier, pipeline_progress
 
 logger = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
-
-
-class StartupError(Exception):
-    """The gateway cannot start (model missing, spool unwritable...); one line for the user."""
-
-
-def capture_settings(config: GatewayConfig) -> list[CaptureSettings]:
-    return [
-        CaptureSettings(
-            name=cam.name,
-            uri=cam.source,
-            target_fps=cam.fps,
-            size=cam.size,
-            rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois),
-            loop=cam.loop,
-            realtime=cam.realtime,
-            watchdog_s=cam.watchdog_s,
-            backoff_initial_s=cam.backoff_initial_s,
-            backoff_max_s=cam.backoff_max_s,
-            open_timeout_s=cam.open_timeout_s,
-            read_timeout_s=cam.read_timeout_s,
-        )
-        for cam in config.cameras
-    ]
-
-
-def mqtt_settings(config: GatewayConfig) -> MqttSettings:
-    m = config.mqtt
-    return MqttSettings(
-        url=m.url,
-        client_id=m.client_id,
-        username=m.username,
-        password=m.password,
-        ca_file=m.ca_file,
-        cert_file=m.cert_file,
-        key_file=m.key_file,
-        topic_prefix=m.topic_prefix,
-        keepalive_s=m.keepalive_s,
-    )
-
-
-def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) -> Classifier:
-    """Load `version` (default: the configured version, resolved in the store) with the configured backend."""
-    override = None
-    if config.model.preprocess is not None:
-        p = config.model.preprocess
-        override = PreprocessSpec(color=p.color, resize=p.resize, mean=p.mean, std=p.std)
-    if config.serving.backend == "tfserving":
-        from edge.serving.tfserving import TFServingClassifier  # no TensorFlow import on this path
-
-        return TFServingClassifier(
-            config.serving.target,
-            config.model.name,
-            version=version.version if version is not None else config.model.version,
-            store=config.model.store,
-            preprocess_override=override,
-            timeout_s=config.serving.timeout_ms / 1000.0,
-            send=config.serving.send,
-            jpeg_quality=config.serving.jpeg_quality,
-        )
-    from edge.serving.embedded import EmbeddedClassifier  # imports TensorFlow
-
-    if version is None:
-        version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
-    return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads)
 
 
 class Gateway:
@@ -116,119 +55,12 @@ class Gateway:
         self.classifier: Classifier | None = None
         self.pipeline: InferencePipeline | None = None
         self.publisher: ResultPublisher | None = None
-        self.rollout: Any = None  # edge.models.rollout.RolloutManager when [registry] is configured
-        self.commands: Any = None  # edge.fleet.CommandRouter
+        self.updates: ModelUpdates | None = None
         if config.registry is not None:
-            self._setup_registry()
-
-    def _setup_registry(self) -> None:
-        """Model updates from the registry: state, installer, rollout manager, fleet commands."""
-        from edge.fleet import CommandRouter
-        from edge.models.installer import ModelInstaller
-        from edge.models.rollout import RolloutManager, RolloutSettings
-        from edge.models.state import StateStore, recover
-        from edge.registry import Reference, RegistryClient
-
-        reg, roll = self.config.registry, self.config.rollout
-        assert reg is not None
-        public_key = None
-        if reg.public_key is not None:
-            from edge.models.artifact import ArtifactError, load_public_key
-
-            try:
-                public_key = load_public_key(reg.public_key)
-            except ArtifactError as exc:
-                raise StartupError(f"registry.public_key: {exc}") from None
-        ref = Reference.parse(reg.ref)
-        client = RegistryClient(ref.registry, username=reg.username, password=reg.password,
-                                insecure=reg.insecure, ca_file=reg.ca_file, timeout_s=reg.timeout_s)
-        model_base = self.config.model.store / self.config.model.name
-        try:
-            model_base.mkdir(parents=True, exist_ok=True)
-            state_store = StateStore(model_base)
-            state = recover(state_store.load(), model_base)
-            installer = ModelInstaller(model_base, client, state_store, public_key=public_key,
-                                       max_bytes=int(reg.max_mb * 1048576))
-            installer.cleanup()
-            state_store.save(state)
-        except OSError as exc:
-            raise StartupError(f"model.store {model_base}: {exc}") from None
-        settings = RolloutSettings(
-            poll_interval_s=reg.poll_interval_s, keep_versions=roll.keep_versions, tolerance=roll.tolerance,
-            latency_factor=roll.latency_factor, require_golden=roll.require_golden, probation_s=roll.probation_s,
-            probation_max_error_rate=roll.probation_max_error_rate,
-            probation_latency_factor=roll.probation_latency_factor,
-            backoff_max_s=min(300.0, max(2.0, reg.poll_interval_s)))
-        from edge.models.validation import load_candidate
-
-        self.rollout = RolloutManager(
-            ref=ref, installer=installer, state_store=state_store, state=state,
-            loader=lambda version: load_candidate(self.config, version), settings=settings,
-            emit=self._event, publish_state=lambda doc: self.reporter.publish_retained("model", doc))
-        self.commands = CommandRouter(self.reporter)
-        self.commands.register("deploy", self._cmd_deploy, {"ref": str})
-        self.commands.register("rollback", self._cmd_rollback, {})
-
-    def _cmd_deploy(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from edge.fleet import CommandError
-        from edge.models.rollout import RolloutError
-
-        try:
-            return self.rollout.deploy(payload.get("ref"))
-        except RolloutError as exc:
-            raise CommandError(str(exc)) from None
-
-    def _cmd_rollback(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from edge.fleet import CommandError
-        from edge.models.rollout import RolloutError
-
-        try:
-            return self.rollout.rollback()
-        except RolloutError as exc:
-            raise CommandError(str(exc)) from None
-
-    def _registry_classifier(self) -> Classifier | None:
-        """The recorded serving version (or the newest trusted one); else the first install, waiting."""
-        from edge.models.state import choose_serving
-
-        rollout = self.rollout
-        model_base = self.config.model.store / self.config.model.name
-        chosen = choose_serving(rollout.state, model_base)
-        if chosen is not None:
-            try:
-                classifier = load_classifier(self.config, chosen)
-            except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
-                state = rollout.state
-                if chosen.version not in state.installed:  # placed by hand: leave it, say so, use the registry
-                    raise StartupError(f"model {self.config.model.name} version {chosen.version}: {exc}") from None
-                logger.error("cannot load installed version %d (%s); removing it and installing from the "
-                             "registry", chosen.version, exc)
-                if state.serving_version == chosen.version:
-                    state.serving_version = state.serving_digest = None
-                rollout.installer.remove(chosen.version, state)
-                return self._registry_classifier()
-            else:
-                state = rollout.state
-                if state.serving_version != chosen.version:
-                    state.previous_version = state.previous_digest = None
-                state.serving_version = chosen.version
-                state.serving_digest = state.installed.get(chosen.version)
-                if state.state not in ("rolled-back",):
-                    state.state = "serving"
-                rollout.state_store.save(state)
-                return classifier
-
-        def waiting(message: str) -> None:
-            self.health.waiting_for_model = message
-            self.reporter.publish_health(self.health.snapshot(
-                cameras=[], model={"name": self.config.model.name, "version": None,
-                                   "rollout": rollout.summary()},
-                inference={}, results={}, mqtt=self.reporter.stats()))
-            self.reporter.publish_retained("model", rollout.summary())
-
-        classifier = rollout.bootstrap(self.stop_requested, on_wait=waiting)
-        self.health.waiting_for_model = None
-        return classifier
+            self.updates = ModelUpdates(config, self.reporter, self.health, self._event, self.stop_requested)
+        self.notifier = SystemdNotifier()  # a no-op unless started by systemd (NOTIFY_SOCKET)
+        self.supervisor: Supervisor | None = None
+        self._status_file_error: str | None = None
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
         logger.info("event %s %s", kind, payload)
@@ -239,11 +71,11 @@ class Gateway:
 
     def start(self) -> None:
         self.reporter.start()
-        if self.commands is not None:
-            self.commands.start()  # commands queue up while the first version installs
+        if self.updates is not None:
+            self.updates.start_commands()
         try:
-            if self.rollout is not None:
-                self.classifier = self._registry_classifier()
+            if self.updates is not None:
+                self.classifier = self.updates.initial_classifier()
                 if self.classifier is None:  # stopped while waiting for the first version
                     return
             else:
@@ -264,19 +96,34 @@ class Gateway:
         self.pipeline = InferencePipeline(batcher, self.classifier, self.publisher.submit)
         self.publisher.start()
         self.pipeline.start()
-        if self.rollout is not None:
-            self.rollout.pipeline = self.pipeline
-            self.rollout.start()
+        if self.updates is not None:
+            self.updates.start(self.pipeline)
         for cam in self.cameras:
             cam.start()
         self._event("gateway_started", {"model": self._model_health(), "cameras": [c.name for c in self.cameras]})
+        # READY: model loaded, cameras started, MQTT connected or spooling. From now on the watchdog
+        # is fed only while the inference loop turns (frames classified, or idle without frames).
+        self.notifier.ready(self.status_text())
+        self.supervisor = Supervisor(self.notifier, pipeline_progress(self.pipeline, max_stall_s=10.0),
+                                     self.status_text).start()
+
+    def status_text(self) -> str:
+        """The one-line STATUS= systemd shows: fps, model version, broker state, spool depth."""
+        mqtt = self.reporter.stats()
+        fps = sum(c.stats().process_fps for c in self.cameras)
+        try:
+            version = self.pipeline.classifier.info.version if self.pipeline else None
+        except ClassifierError:
+            version = None
+        return (f"{fps:.1f} fps classified, model {self.config.model.name} v{version}, "
+                f"broker {mqtt['state']}, spool {mqtt['spool'].get('depth')}")
 
     def _model_health(self) -> dict[str, Any]:
         assert self.pipeline is not None or self.classifier is not None
         classifier = self.pipeline.classifier if self.pipeline is not None else self.classifier
         doc = self._classifier_health(classifier)
-        if self.rollout is not None:
-            doc["rollout"] = self.rollout.summary()
+        if self.updates is not None:
+            doc["rollout"] = self.updates.summary()
         return doc
 
     def _classifier_health(self, classifier: Classifier) -> dict[str, Any]:
@@ -315,26 +162,42 @@ class Gateway:
         while not self.stop_requested.is_set():
             if time.monotonic() >= next_health:
                 try:
-                    self.reporter.publish_health(self.health_snapshot())
-                    if self.rollout is not None:  # retained; re-sent so a broker restart cannot lose it
-                        self.reporter.publish_retained("model", self.rollout.summary())
+                    snapshot = self.health_snapshot()
+                    self.reporter.publish_health(snapshot)
+                    self._write_status_file(snapshot)
+                    if self.updates is not None:  # retained; re-sent so a broker restart cannot lose it
+                        self.reporter.publish_retained("model", self.updates.summary())
                 except Exception:  # health must never take the daemon down
                     logger.exception("health snapshot failed")
                 next_health = time.monotonic() + interval
             self.stop_requested.wait(max(0.05, min(1.0, next_health - time.monotonic())))
 
+    def _write_status_file(self, snapshot: dict[str, Any]) -> None:
+        """For `edgectl status`; a read-only or missing /run must not disturb anything else."""
+        path = self.config.health.status_file
+        if path is None:
+            return
+        try:
+            write_status(path, snapshot, interval_s=self.config.health.interval_s)
+            self._status_file_error = None
+        except OSError as exc:
+            if str(exc) != self._status_file_error:
+                logger.warning("cannot write status file %s: %s (edgectl status will not see this gateway)", path, exc)
+            self._status_file_error = str(exc)
+
     def shutdown(self) -> None:
         """Stop cameras, classify nothing more, spool what is queued, tell the broker `stopped`."""
         logger.info("shutting down")
+        self.notifier.stopping()
+        if self.supervisor is not None:
+            self.supervisor.stop()
         stoppers = [threading.Thread(target=c.stop, args=(3.0,), daemon=True) for c in self.cameras]
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join(4.0)
-        if self.commands is not None:
-            self.commands.stop(2.0)
-        if self.rollout is not None:
-            self.rollout.stop(10.0)
+        if self.updates is not None:
+            self.updates.stop()
         if self.pipeline is not None:
             self.pipeline.stop(5.0)
         if self.publisher is not None:

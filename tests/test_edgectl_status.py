@@ -122,8 +122,7 @@ def test_gateway_writes_the_status_file(tmp_path: Path, gateway_factory, colour_
     video = video_file_factory(frames=solid_frames(GREEN), fps=10.0)
     status_path = tmp_path / "run" / "status.json"
     text = render_config("status-gw", [CameraSpec("cam", str(video), fps=5)], colour_model_store, "colour",
-                         mosquitto.url, tmp_path / "spool.db", health_interval_s=1.0)
-    text = text.replace("[health]\n", f'[health]\nstatus_file = "{status_path}"\n')
+                         mosquitto.url, tmp_path / "spool.db", health_interval_s=1.0, status_file=status_path)
     gateway = gateway_factory("status", text)
     gateway.start()
     try:

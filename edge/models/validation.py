@@ -101,24 +101,12 @@ def wait_tfserving_available(target: str, model: str, version: int, timeout_s: f
 
 def load_candidate(config: Any, version: ModelVersion) -> Classifier:
     """A classifier for `version` with the configured backend (GatewayConfig `config`)."""
-    from edge.models.metadata import PreprocessSpec
+    from edge.factory import load_classifier
 
-    override = None
-    if config.model.preprocess is not None:
-        p = config.model.preprocess
-        override = PreprocessSpec(color=p.color, resize=p.resize, mean=p.mean, std=p.std)
     try:
         if config.serving.backend == "tfserving":
-            from edge.serving.tfserving import TFServingClassifier
-
             wait_tfserving_available(config.serving.target, config.model.name, version.version)
-            return TFServingClassifier(
-                config.serving.target, config.model.name, version=version.version, store=config.model.store,
-                preprocess_override=override, timeout_s=config.serving.timeout_ms / 1000.0,
-                send=config.serving.send, jpeg_quality=config.serving.jpeg_quality)
-        from edge.serving.embedded import EmbeddedClassifier
-
-        return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads)
+        return load_classifier(config, version)
     except CandidateLoadError:
         raise
     except Exception as exc:  # a broken SavedModel, bad edge.json, wrong signature...
