@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
-APT_PACKAGES := mosquitto ffmpeg systemd
+APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc
 PYTEST_ARGS ?=
 
 .PHONY: help system-deps venv demo demo-assets test bench clean
@@ -18,6 +18,8 @@ system-deps:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	$(PY) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv python3-pip"; \
+	$(PY) -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+	  >/dev/null 2>&1 || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -28,7 +30,7 @@ system-deps:
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[tf,litert,demo,test]'
+	$(BIN)/pip install -q -e '.[tf,litert,systemd,demo,test]'
 	@# the official TF Serving client, for wire-compatibility tests only; --no-deps because it
 	@# requires the full `tensorflow` wheel, which tensorflow-cpu already provides as a module
 	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api>=2.15'
