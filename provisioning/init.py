@@ -122,6 +122,11 @@ def build_document(args: argparse.Namespace, password: str | None) -> dict[str, 
     mqtt: dict[str, Any] = {"url": broker}
     if args.username:
         mqtt.update(username=args.username, password=password)
+        if broker.startswith("mqtt://"):
+            # the gateway refuses a password over plain MQTT unless the config says so explicitly
+            logger.warning("the MQTT password will travel in plain text over %s; prefer mqtts:// "
+                           "(the config gets allow_plaintext_password = true)", broker)
+            mqtt["allow_plaintext_password"] = True
     if args.tls:
         mqtt.update(ca_file=str(ETC / CA_NAME), cert_file=str(ETC / CERT_NAME), key_file=str(ETC / KEY_NAME))
     doc["mqtt"] = mqtt

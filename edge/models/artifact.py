@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -73,6 +74,11 @@ SIGNATURE_MEDIA_TYPE = "application/vnd.edge.model.signature.v1+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 DESCRIPTION_FILE = "assets.extra/model.json"
 MAX_CONFIG_BYTES = 1 << 20
+MAX_MEMBERS = 10_000  # a SavedModel folder holds tens of files; more is a tar bomb
+MAX_MEMBER_DEPTH = 32
+MAX_MEMBER_NAME = 1024
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 COPY_CHUNK = 1 << 20
 
 
@@ -112,6 +118,9 @@ def check_config(doc: Any, where: str) -> None:
         raise ArtifactError(f"{where}: model config must be a JSON object")
     if not isinstance(doc.get("name"), str) or not doc["name"]:
         raise ArtifactError(f"{where}: 'name' must be a non-empty string")
+    if not _MODEL_NAME_RE.match(doc["name"]) or doc["name"] in (".", ".."):
+        raise ArtifactError(f"{where}: 'name' {doc['name'][:80]!r} must be 1-64 letters, digits, '_', '-' or '.' "
+                            "(it names folders on the device)")
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ArtifactError(f"{where}: 'version' must be a positive integer, got {version!r}")
@@ -162,6 +171,9 @@ def pack_version(version_dir: Path, out: Path) -> dict:
 
 def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     name = member.name
+    if len(name) > MAX_MEMBER_NAME:
+        raise UnsafeArtifact(f"archive member name is {len(name)} characters long (limit {MAX_MEMBER_NAME}): "
+                             f"{name[:60]!r}...")
     path = PurePosixPath(name)
     if not name or name.startswith("/") or path.is_absolute():
         raise UnsafeArtifact(f"archive member {name!r} has an absolute path")
@@ -172,6 +184,9 @@ def _safe_name(member: tarfile.TarInfo) -> PurePosixPath:
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts:
         raise UnsafeArtifact(f"archive member {name!r} has an empty path")
+    if len(parts) > MAX_MEMBER_DEPTH:
+        raise UnsafeArtifact(f"archive member {name[:60]!r}... is {len(parts)} folders deep "
+                             f"(limit {MAX_MEMBER_DEPTH})")
     return PurePosixPath(*parts)
 
 
@@ -197,6 +212,8 @@ def _extract(archive: Path, dest: Path, max_bytes: int) -> None:
     try:
         with tarfile.open(archive, mode="r|gz") as tar:
             for member in tar:
+                if len(seen) >= MAX_MEMBERS:
+                    raise UnsafeArtifact(f"archive has more than {MAX_MEMBERS} members; refusing it (tar bomb?)")
                 rel = _safe_name(member)
                 if member.issym() or member.islnk():
                     raise UnsafeArtifact(f"archive member {member.name!r} is a link (to {member.linkname!r}); links are refused")
@@ -230,7 +247,8 @@ def _extract(archive: Path, dest: Path, max_bytes: int) -> None:
                         out.write(chunk)
                 if written != member.size:
                     raise UnsafeArtifact(f"archive member {member.name!r} is truncated")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, TypeError, ValueError) as exc:
+        # (tarfile's stream reader raises TypeError/ValueError on some truncated gzip headers)
         raise UnsafeArtifact(f"{archive.name}: not a readable tar.gz (corrupt or truncated: {exc})") from None
     except OSError as exc:
         if isinstance(exc, (FileExistsError, IsADirectoryError, NotADirectoryError)):
@@ -330,15 +348,22 @@ def check_model_manifest(manifest: dict, where: str) -> dict:
         raise ArtifactError(f"{where}: not an edge model artifact (artifactType {manifest.get('artifactType')!r}, "
                             f"expected {ARTIFACT_TYPE!r}); push it with `edgectl model push`")
     config = manifest.get("config") or {}
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{where}: config must be a descriptor object, got {type(config).__name__}")
     if config.get("mediaType") != CONFIG_MEDIA_TYPE:
         raise ArtifactError(f"{where}: config mediaType {config.get('mediaType')!r}, expected {CONFIG_MEDIA_TYPE!r}")
     layers = manifest.get("layers") or []
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise ArtifactError(f"{where}: layers must be a list of descriptor objects")
     if len(layers) != 1 or layers[0].get("mediaType") != LAYER_MEDIA_TYPE:
         raise ArtifactError(f"{where}: must have exactly one {LAYER_MEDIA_TYPE} layer, has "
-                            f"{[layer.get('mediaType') for layer in layers]}")
+                            f"{[layer.get('mediaType') for layer in layers][:5]}")
     for descriptor in (config, layers[0]):
-        if not isinstance(descriptor.get("digest"), str) or not isinstance(descriptor.get("size"), int):
-            raise ArtifactError(f"{where}: descriptor without digest/size: {descriptor}")
+        digest, size = descriptor.get("digest"), descriptor.get("size")
+        if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+            raise ArtifactError(f"{where}: descriptor digest {str(digest)[:80]!r} is not sha256:<64 hex digits>")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ArtifactError(f"{where}: descriptor size {size!r} is not a byte count")
     return layers[0]
 
 

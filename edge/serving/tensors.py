@@ -33,6 +33,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# A typed `*_val` field may hold fewer values than its shape (TF pads with the last value), so a few
+# bytes on the wire could ask for terabytes; refuse expansions beyond what a request may carry.
+MAX_EXPANDED_BYTES = 512 * 1024 * 1024
+
 try:  # bfloat16 (and TF's other ML dtypes) come from ml_dtypes, TF's own dependency
     import ml_dtypes
 
@@ -245,6 +249,11 @@ def to_ndarray(tp: Any) -> np.ndarray:
     count = math.prod(shape)
     if tp.tensor_content:
         return _from_content(tp, dt, dtype, shape, count)
+    if count * max(dtype.itemsize, 1) > MAX_EXPANDED_BYTES:
+        raise TensorConversionError(
+            f"{dtype_name(dt)} tensor with shape {_shape_debug_string(tp.tensor_shape)} holds {count} elements, "
+            f"more than the {MAX_EXPANDED_BYTES} bytes a request may expand to"
+        )
     return _fill(_from_typed_field(tp, dt, dtype), dt, dtype, shape, count)
 
 

@@ -40,6 +40,7 @@ class ServerFlags:
     rest_api_timeout_in_ms: int = 5000
     rest_api_enable_cors_support: bool = False
     rest_api_max_body_bytes: int = 256 * 1024 * 1024
+    rest_api_read_timeout_seconds: int = 30
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -84,6 +85,8 @@ HELP: dict[str, str] = {
     "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls",
     "rest_api_enable_cors_support": "Enable CORS headers in REST API responses",
     "rest_api_max_body_bytes": "Largest accepted REST request body (edge-model-server only)",
+    "rest_api_read_timeout_seconds": "Longest time a client may take to send one request body; slower ones get 408 "
+                                     "(edge-model-server only)",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise required)",
     "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the supplied file name, and serve the models in that file",
@@ -229,6 +232,8 @@ def validate(flags: ServerFlags) -> None:
         raise FlagError("--port is 0 and --grpc_socket_path is empty: nothing to listen on")
     if flags.rest_api_port and flags.rest_api_port == flags.port:
         raise FlagError("--rest_api_port cannot be same as --port; use a different port for HTTP/REST API")
+    if flags.rest_api_read_timeout_seconds < 1:
+        raise FlagError("--rest_api_read_timeout_seconds must be at least 1")
     if flags.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise FlagError(f"invalid value {flags.log_level!r} for --log_level: expected debug, info, warning or error")
     for item in filter(None, flags.grpc_channel_arguments.split(",")):

@@ -23,6 +23,30 @@ from edge.serving.server.manager import ServingError
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # TF Serving uses INT32_MAX; 512 MiB is plenty for image batches
+# the status message travels in a header (grpc-message; clients refuse headers over 8-16 KiB): messages that
+# echo a client's input (a 100 KB model name) are shortened so the client still gets the status
+MAX_STATUS_CHARS = 2048
+
+
+class _Undecodable:
+    """What the deserializer hands over when the request bytes are not the expected protobuf."""
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name = type_name
+        self.reason = reason
+
+
+def _safe_deserializer(cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # google.protobuf.message.DecodeError and friends
+            return _Undecodable(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+    return parse
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_STATUS_CHARS else message[: MAX_STATUS_CHARS - 15] + "... (truncated)"
 
 # method name -> (core operation name, takes deadline, counts as an inference request)
 _OPERATIONS: dict[str, tuple[str, bool, bool]] = {
@@ -37,6 +61,8 @@ _OPERATIONS: dict[str, tuple[str, bool, bool]] = {
 
 
 def _model_name(request: Any) -> str:
+    if isinstance(request, _Undecodable):
+        return ""
     if hasattr(request, "model_spec"):
         return request.model_spec.name
     tasks = getattr(request, "tasks", None)
@@ -51,6 +77,9 @@ def _behavior(core: ServingCore, method: str) -> Callable[[Any, grpc.ServicerCon
         start = time.monotonic()
         status = "OK"
         try:
+            if isinstance(request, _Undecodable):
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"the request is not a valid {request.type_name} message: {request.reason}")
             if takes_deadline:
                 remaining = context.time_remaining()
                 deadline = None if remaining is None else start + remaining
@@ -62,11 +91,11 @@ def _behavior(core: ServingCore, method: str) -> Callable[[Any, grpc.ServicerCon
             code = exc.code if isinstance(exc.code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             status = code.name
             logger.debug("%s failed: %s", method, exc.message)
-            context.abort(code, exc.message)
+            context.abort(code, _short(exc.message))
         except Exception as exc:  # never let a bug take the connection down without a status
             status = "INTERNAL"
             logger.exception("%s failed unexpectedly", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, _short(f"{type(exc).__name__}: {exc}"))
         finally:
             if inference:
                 core.metrics.record_request(_model_name(request), method, "GRPC", status, time.monotonic() - start)
@@ -86,7 +115,7 @@ def build_handlers(core: ServingCore) -> list[grpc.GenericRpcHandler]:
         full_service = path.strip("/").rsplit("/", 1)[0] if path.count("/") >= 2 else service
         services.setdefault(full_service, {})[method] = grpc.unary_unary_rpc_method_handler(
             _behavior(core, method),
-            request_deserializer=req_cls.FromString,
+            request_deserializer=_safe_deserializer(req_cls),
             response_serializer=resp_cls.SerializeToString,
         )
     return [grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()]

@@ -151,7 +151,8 @@ def _serve(flags: ServerFlags) -> int:
                           num_threads=flags.rest_api_num_threads)
             rest_server = RestServer(api, host=flags.rest_api_host, port=flags.rest_api_port,
                                      cors=flags.rest_api_enable_cors_support,
-                                     max_body_bytes=flags.rest_api_max_body_bytes)
+                                     max_body_bytes=flags.rest_api_max_body_bytes,
+                                     read_timeout_s=float(flags.rest_api_read_timeout_seconds))
             rest_server.start()
     except OSError as exc:
         logger.error("Failed to start server: %s", exc)

@@ -51,17 +51,32 @@ def _type_name(val: Any) -> str:
     return "Number"
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # rapidjson (TF Serving) refuses it too: a literal overflowing a double
+        raise ValueError(f"Number too big to be stored in double: {text[:40]}")
+    return value
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text.lstrip("-")) > 20:  # beyond any int64/uint64: read as a double, like rapidjson
+        return _parse_float(text)
+    return int(text)
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise bad("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_float=_parse_float, parse_int=_parse_int)
     except UnicodeDecodeError as exc:
         raise bad(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise bad(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
     except RecursionError:
         raise bad("JSON Parse error: nesting too deep") from None
+    except ValueError as exc:  # a number the hooks refused (too big for a double / too many digits)
+        raise bad(f"JSON Parse error: {exc}") from None
     if not isinstance(doc, dict):
         raise bad(f"JSON Value: {dumps_value(doc)} Is not object")
     return doc
