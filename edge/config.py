@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG_PATH = Path("/etc/edge/gateway.toml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC_RE = re.compile(r"^[^#+\s]+(/[^#+\s]+)*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_DEPTH = 32  # the schema is at most 4 levels deep; anything far deeper is refused before validation
+MAX_PATH_CHARS = 4096
+MAX_MESSAGE_CHARS = 400
 
 
 class ConfigError(Exception):
@@ -35,6 +41,33 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_file(path: Path | None, key: str) -> None:
+    """A configured file must exist and be a regular file; any OS error becomes a clear ValueError."""
+    if path is None:
+        return
+    try:
+        ok = path.is_file()
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{key} {str(path)[:200]!r} is not a readable file")
+
+
+def _check_path(path: Path | None) -> Path | None:
+    text = str(path) if path is not None else ""
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    if len(text) > MAX_PATH_CHARS:
+        raise ValueError(f"path is {len(text)} characters long; at most {MAX_PATH_CHARS}")
+    return path
+
+
+def _no_control(value: str | None) -> str | None:
+    if value is not None and _CONTROL_RE.search(value):
+        raise ValueError("must not contain control characters (newline, tab, NUL...)")
+    return value
 
 
 def _check_name(value: str, what: str) -> str:
@@ -90,6 +123,7 @@ class CameraConfig(_Strict):
     def _source(cls, v: str) -> str:
         from camera import parse_source_uri
 
+        _no_control(v)
         parse_source_uri(v)  # raises ValueError with a message naming the accepted forms
         return v
 
@@ -133,9 +167,11 @@ class ModelConfig(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str | int) -> str | int:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("must be 'latest' or a version number >= 0")
+        if isinstance(v, int) and not 0 <= v < 2**63:
+            raise ValueError("must be 'latest' or a version number between 0 and 2**63-1")
         return v
+
+    _store = field_validator("store")(classmethod(lambda cls, v: _check_path(v)))
 
 
 class ServingConfig(_Strict):
@@ -174,6 +210,11 @@ class MqttConfig(_Strict):
     key_file: Path | None = None
     topic_prefix: str = "edge"
     keepalive_s: int = Field(default=30, ge=2, le=65535)
+    # a password over plain mqtt:// can be read by anyone on the path; refused unless this is set
+    allow_plaintext_password: bool = False
+
+    _paths = field_validator("ca_file", "cert_file", "key_file")(classmethod(lambda cls, v: _check_path(v)))
+    _text = field_validator("client_id", "username")(classmethod(lambda cls, v: _no_control(v)))
 
     @field_validator("url")
     @classmethod
@@ -197,11 +238,17 @@ class MqttConfig(_Strict):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
         for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, key)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{key} {str(path)!r} is not a readable file")
+            _check_file(getattr(self, key), key)
+        if self.key_file is not None:
+            mode = stat.S_IMODE(os.stat(self.key_file).st_mode)
+            if mode & 0o027:
+                raise ValueError(f"key_file {str(self.key_file)!r} is readable or writable by others "
+                                 f"(mode {mode:04o}); run `chmod 600 {self.key_file}`")
         if (self.username is None) != (self.password is None) and self.password is not None:
             raise ValueError("password given without username")
+        if self.password is not None and self.url.startswith("mqtt://") and not self.allow_plaintext_password:
+            raise ValueError("a password over mqtt:// travels in plain text; use mqtts:// (TLS), "
+                             "or set mqtt.allow_plaintext_password = true to accept the risk")
         return self
 
 
@@ -210,11 +257,15 @@ class SpoolConfig(_Strict):
     max_mb: float = Field(default=256.0, gt=0, le=1_000_000)
     sync: Literal["full", "normal"] = "full"
 
+    _path = field_validator("path")(classmethod(lambda cls, v: _check_path(v)))
+
 
 class HealthConfig(_Strict):
     interval_s: float = Field(default=15.0, ge=0.5, le=86_400)
     # the health snapshot is also written here for `edgectl status` (RuntimeDirectory=edge)
     status_file: Path | None = Path("/run/edge/status.json")
+
+    _path = field_validator("status_file")(classmethod(lambda cls, v: _check_path(v)))
 
 
 class ResultsConfig(_Strict):
@@ -257,9 +308,7 @@ class RegistryConfig(_Strict):
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
         for key in ("ca_file", "public_key"):
-            path = getattr(self, key)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{key} {str(path)!r} is not a readable file")
+            _check_file(getattr(self, key), key)
         if self.insecure and self.ca_file is not None:
             raise ValueError("ca_file makes no sense with insecure = true (plain HTTP)")
         return self
@@ -277,6 +326,20 @@ class RolloutConfig(_Strict):
     probation_latency_factor: float = Field(default=2.0, gt=0, le=1000)
 
 
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery (device-based): top label/score per camera, fps, model, online."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _TOPIC_RE.match(v):
+            raise ValueError(f"must be topic levels without '#', '+', spaces or empty levels, got {v!r}")
+        return v
+
+
 class GatewayConfig(_Strict):
     device_id: str
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -289,6 +352,7 @@ class GatewayConfig(_Strict):
     results: ResultsConfig = ResultsConfig()
     registry: RegistryConfig | None = None
     rollout: RolloutConfig = RolloutConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @field_validator("device_id")
     @classmethod
@@ -324,6 +388,26 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Control characters escaped (a message is one line), and long values shortened."""
+    text = _CONTROL_RE.sub(lambda m: repr(m.group(0))[1:-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _too_deep(data: Any) -> str | None:
+    """The key path where `data` nests deeper than MAX_DEPTH, or None (iterative: no recursion)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        node, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return _format_location(loc[:4]) + "..."
+        if isinstance(node, dict):
+            stack.extend((v, (*loc, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(node))
+    return None
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors(include_url=False)[0]
     loc = _format_location(tuple(first["loc"]))
@@ -334,14 +418,18 @@ def _format_error(err: ValidationError) -> str:
     elif kind == "missing":
         msg = "is required but missing"
     elif "input" in first and kind.endswith("_type"):
-        msg = f"{msg}, got {type(first['input']).__name__} {first['input']!r}"
+        msg = f"{msg}, got {type(first['input']).__name__} {_one_line(repr(first['input']), 100)}"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{loc}: {msg}{suffix}"
+    return f"{_one_line(loc, 200)}: {_one_line(msg)}{suffix}"
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> GatewayConfig:
     """Validate an already-parsed TOML document."""
+    where = _too_deep(data)
+    if where is not None:
+        raise ConfigError(f"{source}: {_one_line(where, 200)}: nested more than {MAX_DEPTH} levels deep; "
+                          "no key of the config nests like that")
     try:
         # JSON mode: strict types (no "5" for 5) while TOML arrays map onto tuples and strings onto paths.
         return GatewayConfig.model_validate_json(json.dumps(data, default=str))
@@ -365,5 +453,7 @@ def load_config(path: Path | str) -> GatewayConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+        raise ConfigError(f"{path}: TOML syntax error: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML syntax error: arrays or inline tables nested too deeply") from None
     return parse_config(data, str(path))

@@ -3,7 +3,11 @@
 A command is JSON. When the request carries a Response Topic the reply goes there with the same
 Correlation Data: ``{"ok": true, "command": "deploy", "result": {...}}`` or
 ``{"ok": false, "command": "deploy", "error": "..."}``. Malformed JSON, a wrong type, an unknown
-key or a payload above 64 KiB is answered with an error and changes nothing. Retained messages on
+key, an unknown command or a payload above 64 KiB is answered with an error and changes nothing.
+A request without a Response Topic is still carried out; its outcome is logged.
+
+The router holds one subscription, ``<prefix>/<device>/cmd/+``, and dispatches on the last topic
+level, so a command nobody registered gets an ``unknown command`` reply instead of silence. Retained messages on
 command topics are ignored (a stale retained `deploy` must not fire on every reconnect).
 
 Handlers run one at a time on the router's own worker thread (never on paho's network thread),
@@ -34,6 +38,7 @@ class CommandError(Exception):
 
 class CommandTransport(Protocol):
     def topic(self, *parts: str) -> str: ...
+    def topic_filter(self, *parts: str) -> str: ...
     def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None: ...
     def respond(self, request: InboundMessage, payload: dict[str, Any]) -> bool: ...
 
@@ -67,9 +72,9 @@ class CommandRouter:
         self._commands[name] = Command(name, handler, normal, frozenset(required))
 
     def start(self) -> None:
-        for command in self._commands.values():
-            self._transport.subscribe(self._transport.topic("cmd", command.name),
-                                      lambda msg, c=command: self._on_message(c, msg), qos=1)
+        if self._thread is not None:
+            return
+        self._transport.subscribe(self._transport.topic_filter("cmd", "+"), self._on_any, qos=1)
         self._thread = threading.Thread(target=self._worker, name="fleet-commands", daemon=True)
         self._thread.start()
 
@@ -86,7 +91,21 @@ class CommandRouter:
         return {"commands": sorted(self._commands), "handled": self.handled, "rejected": self.rejected,
                 "queued": self._queue.qsize()}
 
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._commands)
+
     # -- paho thread: cheap checks, then hand over --------------------------------------------
+
+    def _on_any(self, message: InboundMessage) -> None:
+        name = message.topic.rsplit("/", 1)[-1]
+        command = self._commands.get(name)
+        if command is None:
+            if message.retain:
+                return
+            self._reply(name, message, error=f"unknown command {name!r} (known: {', '.join(self.names)})")
+            return
+        self._on_message(command, message)
 
     def _on_message(self, command: Command, message: InboundMessage) -> None:
         if message.retain:

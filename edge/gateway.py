@@ -11,11 +11,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
 
-from camera import CameraCapture
 from edge.batcher import FrameBatcher
 from edge.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from edge.commands import DeviceCommands, SnapshotTap
 from edge.factory import capture_settings, load_classifier, mqtt_settings
+from edge.fleet import CommandRouter
 from edge.health import HealthMonitor
+from edge.homeassistant import HomeAssistantDiscovery
+from edge.live_config import EXIT_RESTART, LiveCamera
 from edge.logsetup import setup_logging
 from edge.model_updates import ModelUpdates, StartupError
 from edge.models.metadata import ModelMetadataError
@@ -38,8 +41,10 @@ EXIT_STARTUP = 1
 class Gateway:
     """The running daemon's parts and their lifecycle."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # cmd/config persists patches here
+        self.exit_status = 0
         self.stop_requested = threading.Event()
         self.health = HealthMonitor(config.device_id)
         try:
@@ -50,17 +55,35 @@ class Gateway:
         self.reporter = MqttReporter(mqtt_settings(config), config.device_id, self.spool, on_event=self._event)
         self.frame_ready = threading.Event()
         self.cameras = [
-            CameraCapture(s, on_event=self._event, frame_ready=self.frame_ready) for s in capture_settings(config)
+            LiveCamera(s, on_event=self._event, frame_ready=self.frame_ready) for s in capture_settings(config)
         ]
         self.classifier: Classifier | None = None
         self.pipeline: InferencePipeline | None = None
         self.publisher: ResultPublisher | None = None
+        self.snapshots: SnapshotTap | None = None
         self.updates: ModelUpdates | None = None
         if config.registry is not None:
             self.updates = ModelUpdates(config, self.reporter, self.health, self._event, self.stop_requested)
+        # One router for all commands: deploy/rollback (model_updates.py) + ping/config/snapshot/restart-camera.
+        self.commands: CommandRouter = self.updates.commands if self.updates is not None else CommandRouter(self.reporter)
+        DeviceCommands(self).register(self.commands)
+        self.homeassistant: HomeAssistantDiscovery | None = None
+        if config.homeassistant.enabled:
+            self.homeassistant = HomeAssistantDiscovery(config, self.reporter)
         self.notifier = SystemdNotifier()  # a no-op unless started by systemd (NOTIFY_SOCKET)
         self.supervisor: Supervisor | None = None
         self._status_file_error: str | None = None
+
+    def request_restart(self, reason: str) -> None:
+        """Stop cleanly soon (after the command's reply is out) and exit with EXIT_RESTART."""
+        logger.warning("restart requested: %s", reason)
+        self.exit_status = EXIT_RESTART
+        timer = threading.Timer(0.5, self.stop_requested.set)
+        timer.daemon = True
+        timer.start()
+
+    def emit(self, kind: str, payload: dict[str, Any]) -> None:
+        self._event(kind, payload)
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
         logger.info("event %s %s", kind, payload)
@@ -71,8 +94,12 @@ class Gateway:
 
     def start(self) -> None:
         self.reporter.start()
+        if self.homeassistant is not None:
+            self.homeassistant.start()
         if self.updates is not None:
             self.updates.start_commands()
+        else:
+            self.commands.start()
         try:
             if self.updates is not None:
                 self.classifier = self.updates.initial_classifier()
@@ -93,7 +120,8 @@ class Gateway:
         batcher = FrameBatcher(
             self.cameras, self.frame_ready, self.config.serving.max_batch_size, self.config.serving.max_wait_ms / 1000.0
         )
-        self.pipeline = InferencePipeline(batcher, self.classifier, self.publisher.submit)
+        self.snapshots = SnapshotTap(self.publisher.submit)  # remembers each camera's last frame for cmd/snapshot
+        self.pipeline = InferencePipeline(batcher, self.classifier, self.snapshots)
         self.publisher.start()
         self.pipeline.start()
         if self.updates is not None:
@@ -157,9 +185,9 @@ class Gateway:
         )
 
     def run_until_stopped(self) -> None:
-        interval = self.config.health.interval_s
         next_health = time.monotonic()
         while not self.stop_requested.is_set():
+            interval = self.config.health.interval_s  # cmd/config may change it
             if time.monotonic() >= next_health:
                 try:
                     snapshot = self.health_snapshot()
@@ -167,6 +195,8 @@ class Gateway:
                     self._write_status_file(snapshot)
                     if self.updates is not None:  # retained; re-sent so a broker restart cannot lose it
                         self.reporter.publish_retained("model", self.updates.summary())
+                    if self.homeassistant is not None:
+                        self.homeassistant.tick()
                 except Exception:  # health must never take the daemon down
                     logger.exception("health snapshot failed")
                 next_health = time.monotonic() + interval
@@ -197,12 +227,15 @@ class Gateway:
         for t in stoppers:
             t.join(4.0)
         if self.updates is not None:
-            self.updates.stop()
+            self.updates.stop()  # its router is self.commands
+        else:
+            self.commands.stop(2.0)
         if self.pipeline is not None:
             self.pipeline.stop(5.0)
         if self.publisher is not None:
             self.publisher.stop(5.0)
-        self.reporter.stop(flush_timeout_s=3.0)
+        self.reporter.stop(flush_timeout_s=3.0,
+                           final_status="restarting" if self.exit_status == EXIT_RESTART else "stopped")
         self.spool.close()
         if self.pipeline is not None:
             self.pipeline.classifier.close()
@@ -236,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     setup_logging(args.log_level or config.log_level)
     try:
-        gateway = Gateway(config)
+        gateway = Gateway(config, config_path)
     except StartupError as exc:
         print(f"edge-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -258,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway.run_until_stopped()
     finally:
         gateway.shutdown()
-    return 0
+    return gateway.exit_status
 
 
 if __name__ == "__main__":

@@ -286,6 +286,11 @@ class MqttReporter:
                 raise ValueError(f"topic level {part!r} must be non-empty and free of '/', '+', '#'")
         return "/".join((self.settings.topic_prefix, self.device_id, *parts))
 
+    def topic_filter(self, *parts: str) -> str:
+        """Like :meth:`topic`, but a level may be the single-level wildcard `+`."""
+        return "/".join((self.settings.topic_prefix, self.device_id,
+                         *("+" if p == "+" else self.topic(p).rsplit("/", 1)[-1] for p in parts)))
+
     def start(self) -> None:
         if self._started:
             return
@@ -323,6 +328,12 @@ class MqttReporter:
         data = json.dumps(payload, separators=(",", ":")).encode()
         return self._conn.publish(self.topic(subtopic), data, qos=1, retain=True) is not None
 
+    def publish_raw(self, topic: str, payload: bytes, retain: bool = True) -> bool:
+        """QoS 1 publish to any topic (e.g. Home Assistant discovery); not spooled, False while offline."""
+        if not self._conn.connected.is_set():
+            return False
+        return self._conn.publish(topic, payload, qos=1, retain=retain) is not None
+
     def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
         """Receive messages on `topic_filter` (re-subscribed on every reconnect); see MqttConnection."""
         self._conn.subscribe(topic_filter, callback, qos)
@@ -337,14 +348,15 @@ class MqttReporter:
     def wait_connected(self, timeout_s: float) -> bool:
         return self._conn.connected.wait(timeout_s)
 
-    def stop(self, flush_timeout_s: float = 3.0) -> None:
-        """Publish retained `stopped`, let the backlog drain for up to `flush_timeout_s`, disconnect."""
+    def stop(self, flush_timeout_s: float = 3.0, final_status: str = "stopped") -> None:
+        """Publish retained `final_status` (`stopped`, or `restarting` before a restart the gateway
+        asked for), let the backlog drain for up to `flush_timeout_s`, disconnect."""
         if not self._started:
             return
         deadline = time.monotonic() + flush_timeout_s
         stopped_info = None
         if self._conn.connected.is_set():
-            stopped_info = self._conn.publish(self.topic("status"), b"stopped", qos=1, retain=True)
+            stopped_info = self._conn.publish(self.topic("status"), final_status.encode(), qos=1, retain=True)
         while time.monotonic() < deadline and self._conn.connected.is_set():
             if not self._inflight and self.spool.depth() == 0 and (stopped_info is None or stopped_info.is_published()):
                 break

@@ -1,5 +1,5 @@
 """`edgectl`: provision and operate edge devices: config checking, init/install, CA and broker ACL,
-doctor, status, model packaging and signing keys."""
+doctor, status, model packaging and signing keys, fleet operations over MQTT."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from provisioning import broker, ca, doctor, init, install, keys, model_cli, status
+from provisioning import broker, ca, doctor, fleet, init, install, keys, model_cli, status
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.register(sub)
     doctor.register(sub)
     status.register(sub)
+    fleet.register(sub)
     return parser
 
 
