@@ -146,6 +146,8 @@ class CommandRouter:
                 doc = json.loads(payload.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise CommandError(f"payload is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise CommandError("payload is not valid JSON: nested too deeply") from None
         if not isinstance(doc, dict):
             raise CommandError(f"payload must be a JSON object, got {_JSON_TYPE_NAMES.get(type(doc), type(doc).__name__)}")
         unknown = sorted(set(doc) - set(command.fields))
