@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from camera.capture import CameraCapture
-from camera.frames import Frame, crop_regions
+from camera.frames import Frame, FrameTransform, crop_regions
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, SourceOpenError, open_source
 from camera.stats import CameraStats
@@ -27,6 +27,7 @@ __all__ = [
     "CaptureSettings",
     "Frame",
     "FrameSource",
+    "FrameTransform",
     "Roi",
     "SourceOpenError",
     "SourceSpec",

@@ -13,22 +13,27 @@ The thread itself runs the (possibly blocking) source calls. Backends that honou
 gets open/read timeouts) return in bounded time; if one does not, `state`/`stats()` still report
 offline as soon as the last frame is older than watchdog_s, and stop() gives up on the thread after
 its timeout (the daemon thread is abandoned and releases its source when the blocked call returns).
+
+Per frame, the thread grabs (takes the frame off the source), asks the fps limiter whether to keep
+it, and only then decodes it (sources with `grab()`/`retrieve()`; see camera.sources), resizes it to
+`settings.size`, and runs the consumer's optional transform on each ROI crop (`set_transform`), so
+the expensive per-frame work runs here, in parallel across cameras, and never for dropped frames.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from camera.frames import Frame, as_bgr, resize_to
+from camera.frames import Frame, FrameTransform, as_bgr, crop_regions, resize_to
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source
-from camera.stats import CameraStats, RateMeter
+from camera.stats import CameraStats, FpsLimiter, RateMeter
 from camera.uri import mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
@@ -45,25 +50,6 @@ class _ConnectionEnd:
     end_of_file: bool = False
     restart_requested: bool = False
     stopped: bool = False
-
-
-class _FpsLimiter:
-    """Lets through at most `target_fps` frames per second on average, without bursts after stalls."""
-
-    def __init__(self, target_fps: float) -> None:
-        self._interval_s = 1.0 / target_fps if target_fps > 0 else 0.0
-        self._next_due: float | None = None
-
-    def allow(self, now: float) -> bool:
-        if self._interval_s == 0.0:
-            return True
-        if self._next_due is not None and now < self._next_due:
-            return False
-        # Keep the long-run rate exact when frames arrive a little early or late, but never
-        # schedule the next frame in the past (which would let a burst through after a stall).
-        due = now if self._next_due is None else self._next_due
-        self._next_due = max(due + self._interval_s, now)
-        return True
 
 
 class CameraCapture:
@@ -92,7 +78,9 @@ class CameraCapture:
         self._wakeup = threading.Event()  # cuts a backoff wait short (stop/restart)
         self._restart_requested = threading.Event()
         self._thread: threading.Thread | None = None
-        self._limiter = _FpsLimiter(settings.target_fps)
+        self._limiter = FpsLimiter(settings.target_fps)
+        self._transform: FrameTransform | None = settings.transform
+        self._transform_failing = False
         # Guarded by _lock:
         self._state = "stopped"
         self._slot: Frame | None = None
@@ -155,6 +143,18 @@ class CameraCapture:
         logger.info("camera %s: restart requested", self.name)
         self._restart_requested.set()
         self._wakeup.set()
+
+    def set_transform(self, transform: FrameTransform | None) -> None:
+        """Run `transform` on every frame kept from now on (None: no transform). Frames already in
+        the slot keep the pixels and tag of the transform that made them."""
+        if transform is not None and (not callable(transform) or not hasattr(transform, "tag")):
+            raise TypeError("transform must be callable and have a `tag` (see camera.FrameTransform)")
+        self._transform = transform
+        self._transform_failing = False
+
+    @property
+    def transform(self) -> FrameTransform | None:
+        return self._transform
 
     def take(self, timeout_s: float = 0.0) -> Frame | None:
         """Return the newest frame not yet taken, waiting up to `timeout_s` for one; None if none."""
@@ -267,20 +267,27 @@ class CameraCapture:
         watchdog_s = self.settings.watchdog_s
         had_frames = False
         last_good = time.monotonic()
+        grab, retrieve = getattr(source, "grab", None), getattr(source, "retrieve", None)
+        split = callable(grab) and callable(retrieve)  # decode only the frames the limiter keeps
         while True:
             if self._stopping.is_set():
                 return _ConnectionEnd(reason="stopped", had_frames=had_frames, stopped=True)
             if self._restart_requested.is_set():
                 self._restart_requested.clear()
                 return _ConnectionEnd(reason="restart requested", had_frames=had_frames, restart_requested=True)
+            image: np.ndarray | None = None
             try:
-                image = source.read()
+                if split:
+                    got = bool(grab())  # type: ignore[misc]
+                else:
+                    image = source.read()
+                    got = image is not None
             except Exception as exc:
                 return _ConnectionEnd(reason=f"read error: {exc}", had_frames=had_frames)
             now = time.monotonic()
             if self._stopping.is_set():
                 return _ConnectionEnd(reason="stopped", had_frames=had_frames, stopped=True)
-            if image is None:
+            if not got:
                 if source.ended:
                     return _ConnectionEnd(reason="end of file", had_frames=had_frames, end_of_file=True)
                 return _ConnectionEnd(
@@ -293,30 +300,66 @@ class CameraCapture:
                     reason=f"no frame for {now - last_good:.1f}s (watchdog {watchdog_s:g}s)", had_frames=had_frames
                 )
             last_good = now
+            number = self._admit(now)
+            if number is None:
+                continue  # decimated by target_fps: counted as skipped, never decoded
             try:
+                if split:
+                    image = retrieve()  # type: ignore[misc]
+                    if image is None:
+                        raise ValueError("the frame could not be decoded")
+                assert image is not None
                 image = resize_to(as_bgr(image), self.settings.size)
-            except ValueError as exc:
+            except Exception as exc:
+                self._count_skipped(now)
                 return _ConnectionEnd(reason=f"unusable frame: {exc}", had_frames=had_frames)
-            self._publish(image, now)
+            pixels, tag = self._transform_frame(image)
+            self._publish(Frame(self.name, number, image, time.time(), now, pixels, tag))
             if not had_frames:
                 had_frames = True
                 self._go_online(image, source.fps)
 
-    def _publish(self, image: np.ndarray, now_mono: float) -> None:
-        wall = time.time()
+    def _admit(self, now_mono: float) -> int | None:
+        """Count a frame read; its number if the fps limiter keeps it, None (counted skipped) if not."""
         with self._lock:
             self._frames_read += 1
             self._read_rate.add(now_mono)
             self._last_frame_mono = now_mono
-            self._resolution = (int(image.shape[1]), int(image.shape[0]))
             if not self._limiter.allow(now_mono):
                 self._frames_skipped += 1
                 self._skipped_rate.add(now_mono)
-                return
+                return None
+            return self._frames_read
+
+    def _count_skipped(self, now_mono: float) -> None:
+        with self._lock:
+            self._frames_skipped += 1
+            self._skipped_rate.add(now_mono)
+
+    def _transform_frame(self, image: np.ndarray) -> tuple[tuple[np.ndarray, ...] | None, Hashable | None]:
+        """The consumer's transform on each region of `image`, or (None, None) without one or on error
+        (the consumer then does the work itself)."""
+        transform = self._transform
+        if transform is None:
+            return None, None
+        try:
+            pixels = tuple(transform(region) for _, region in crop_regions(image, self.settings.rois))
+        except Exception as exc:
+            if not self._transform_failing:
+                self._transform_failing = True
+                logger.warning("camera %s: frame transform failed (%s); publishing frames without pixels",
+                               self.name, exc)
+            return None, None
+        return pixels, transform.tag
+
+    def _publish(self, frame: Frame) -> None:
+        image = frame.image
+        with self._lock:
+            self._resolution = (int(image.shape[1]), int(image.shape[0]))
             if self._slot is not None:  # the consumer never took it: newest frame wins
                 self._frames_skipped += 1
-                self._skipped_rate.add(now_mono)
-            self._slot = Frame(self.name, self._frames_read, image, wall, now_mono)
+                self._skipped_rate.add(frame.captured_mono)
+            self._slot = frame
             self._slot_changed.notify_all()
         if self._frame_ready is not None:
             self._frame_ready.set()

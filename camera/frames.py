@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -21,6 +22,9 @@ class Frame:
     reconnects and including frames that were never published (decimated or overwritten),
     so gaps in the numbers a consumer sees are the frames it skipped.
     image is HxWx3 uint8 BGR, already resized to settings.size when that is set.
+    pixels, when the capture has a transform, holds the transform's output for each region
+    `crop_regions(image, rois)` yields (one entry without ROIs), made in the capture thread;
+    pixels_tag is the transform's `tag`, so a consumer can tell whether they suit it.
     """
 
     camera: str
@@ -28,6 +32,24 @@ class Frame:
     image: np.ndarray
     captured_wall: float
     captured_mono: float
+    pixels: tuple[np.ndarray, ...] | None = None
+    pixels_tag: Hashable | None = None
+
+
+@runtime_checkable
+class FrameTransform(Protocol):
+    """Work a consumer wants done on each kept frame in the capture thread (e.g. resize + colour).
+
+    Called with each region of a frame (HxWx3 uint8 BGR; a view, do not write to it) and returns
+    the array the consumer wants. `tag` names what it produces: equal tags mean equal outputs,
+    so frames made by an earlier transform with the same tag are still good. The camera package
+    never looks inside; it only calls it and copies the tag onto the frame.
+    """
+
+    @property
+    def tag(self) -> Hashable: ...
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
 
 
 def resize_to(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

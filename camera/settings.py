@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class CaptureSettings:
       reset after a frame arrives.
     - open_timeout_s / read_timeout_s: passed to backends that honour them (FFMPEG); the read
       timeout given to FFMPEG is min(read_timeout_s, watchdog_s) so a stall is noticed in time.
+    - transform: an optional `camera.FrameTransform` run in the capture thread on every kept frame
+      (after `size`, on each ROI crop); its output rides on the frame as `Frame.pixels`. The
+      consumer can swap it later with `CameraCapture.set_transform`.
     """
 
     name: str
@@ -57,6 +61,7 @@ class CaptureSettings:
     backoff_max_s: float = 10.0
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
+    transform: Any = field(default=None, compare=False, repr=False)  # camera.FrameTransform | None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -79,6 +84,8 @@ class CaptureSettings:
             raise ValueError(
                 f"{prefix}: backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"
             )
+        if self.transform is not None and (not callable(self.transform) or not hasattr(self.transform, "tag")):
+            raise ValueError(f"{prefix}: transform must be callable and have a `tag` (see camera.FrameTransform)")
         if not isinstance(self.rois, tuple):
             raise ValueError(f"{prefix}: rois must be a tuple of Roi")
         seen: set[str] = set()

@@ -11,6 +11,25 @@ logger = logging.getLogger(__name__)
 RATE_WINDOW_S = 5.0
 
 
+class FpsLimiter:
+    """Lets through at most `target_fps` frames per second on average, without bursts after stalls."""
+
+    def __init__(self, target_fps: float) -> None:
+        self._interval_s = 1.0 / target_fps if target_fps > 0 else 0.0
+        self._next_due: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self._interval_s == 0.0:
+            return True
+        if self._next_due is not None and now < self._next_due:
+            return False
+        # Keep the long-run rate exact when frames arrive a little early or late, but never
+        # schedule the next frame in the past (which would let a burst through after a stall).
+        due = now if self._next_due is None else self._next_due
+        self._next_due = max(due + self._interval_s, now)
+        return True
+
+
 class RateMeter:
     """Events per second over the last `window_s` seconds. Not thread-safe: guard with a lock."""
 

@@ -1,10 +1,16 @@
-"""Gather the newest frames of all cameras into batches (max size, max wait), fairly."""
+"""Gather the newest frames of all cameras into batches (max size, max wait), fairly.
+
+Nothing queues here beyond one batch plus the remaining ROIs of one frame: above capacity, frames
+wait in the cameras' one-frame slots, where a newer frame overwrites them (counted as skipped).
+`max_batch_size` may be changed between batches (the pipeline sizes it to the serving runtime).
+"""
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -34,6 +40,8 @@ class WorkItem:
     frame: Frame
     roi: str | None
     image: np.ndarray  # BGR view into frame.image (no copy)
+    pixels: np.ndarray | None = None  # the capture transform's output for this region, if any
+    pixels_tag: Hashable | None = None  # ... and the tag of the transform that made it
 
 
 class FrameBatcher:
@@ -57,6 +65,10 @@ class FrameBatcher:
         self._carry: deque[WorkItem] = deque()
         self._next_camera = 0
 
+    @property
+    def cameras(self) -> list[FrameSourceSlot]:
+        return list(self._cameras)
+
     def _collect(self, items: list[WorkItem]) -> None:
         while self._carry and len(items) < self.max_batch_size:
             items.append(self._carry.popleft())
@@ -68,8 +80,12 @@ class FrameBatcher:
             frame = camera.take()
             if frame is None:
                 continue
-            for roi_name, region in crop_regions(frame.image, camera.rois):
-                item = WorkItem(frame=frame, roi=roi_name, image=region)
+            regions = crop_regions(frame.image, camera.rois)
+            pixels = frame.pixels if frame.pixels is not None and len(frame.pixels) == len(regions) else None
+            for index, (roi_name, region) in enumerate(regions):
+                item = WorkItem(frame=frame, roi=roi_name, image=region,
+                                pixels=None if pixels is None else pixels[index],
+                                pixels_tag=None if pixels is None else frame.pixels_tag)
                 if len(items) < self.max_batch_size:
                     items.append(item)
                 else:

@@ -1,12 +1,26 @@
-"""The inference loop: batches of newest frames -> classifier -> results handed to the publisher."""
+"""The inference loop: batches of newest frames -> classifier -> results handed to the publisher.
+
+Work is split so the inference thread does little besides running the model:
+- the model's preprocessing (resize + colour order, uint8) runs in the capture threads: the pipeline
+  gives each camera that accepts one (`set_transform`) a `FramePreprocessor` for the current model's
+  input, and swaps it when a new model takes a different input. Frames carry the pixels and the tag
+  of the transform that made them; the pipeline uses them as they are when the tag matches the
+  current model and redoes the work (from `Frame.image`) only when it does not;
+- a batch is assembled in one reused uint8 buffer (no copy at all for a batch of one), converted to
+  the model's float input in one reused float buffer;
+- the batch size follows the classifier's `preferred_batch_size` hint (LiteRT runs image by image,
+  so batching only adds latency there), capped by serving.max_batch_size;
+- results are serialised on the ResultPublisher's thread.
+"""
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,12 +59,18 @@ class InferencePipeline:
     ) -> None:
         self._batcher = batcher
         self._classifier = classifier
+        self._max_batch_size = batcher.max_batch_size  # the configured cap
         self._preprocessor: FramePreprocessor | None = None
         self._preprocessor_for: object = None
+        self._synced_classifier: object = None
+        self._installed_tag: Hashable | None = None
         self._deliver = deliver
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._buffer: np.ndarray | None = None
+        self._float_buffer: np.ndarray | None = None
+        self.pixels_reused = 0  # items whose capture-thread pixels matched the model: used as they were
+        self.pixels_redone = 0  # items preprocessed on this thread (no pixels, or made for another input)
         self._lock = threading.Lock()
         self._inference_ms: deque[float] = deque(maxlen=500)
         self._batch_sizes: Counter[int] = Counter()
@@ -71,11 +91,39 @@ class InferencePipeline:
         """Serve the next batch with `classifier` (the current batch finishes on the old one)."""
         self._classifier = classifier
 
-    def _preprocessor_for_info(self, info: object) -> FramePreprocessor:
+    @property
+    def batch_size(self) -> int:
+        """The batch size in use: serving.max_batch_size, capped by the classifier's preference."""
+        return self._batcher.max_batch_size
+
+    def _preprocessor_for_info(self, info: Any) -> FramePreprocessor:
         if self._preprocessor is None or self._preprocessor_for is not info:
-            self._preprocessor = FramePreprocessor(info.image_input, info.metadata.preprocess)  # type: ignore[attr-defined]
+            self._preprocessor = FramePreprocessor(info.image_input, info.metadata.preprocess, fast_resize=True)
             self._preprocessor_for = info
         return self._preprocessor
+
+    def _sync_model(self) -> None:
+        """After a classifier change: size batches for it, and give the cameras its transform."""
+        classifier = self._classifier
+        if classifier is self._synced_classifier:
+            return
+        preferred = getattr(classifier, "preferred_batch_size", None)
+        size = self._max_batch_size if not preferred else max(1, min(self._max_batch_size, int(preferred)))
+        if size != self._batcher.max_batch_size:
+            logger.info("batch size %d (serving.max_batch_size %d, the %s runtime prefers %s)", size,
+                        self._max_batch_size, getattr(getattr(classifier, "info", None), "runtime", "?"), preferred)
+        self._batcher.max_batch_size = size
+        preprocessor = self._preprocessor_for_info(classifier.info)  # may raise: retried next turn
+        self._synced_classifier = classifier
+        if preprocessor.tag != self._installed_tag:
+            for camera in self._batcher.cameras:
+                set_transform = getattr(camera, "set_transform", None)
+                if set_transform is not None:
+                    set_transform(preprocessor)
+                else:
+                    logger.info("camera %s takes no transform: its frames are preprocessed on the inference "
+                                "thread", getattr(camera, "name", "?"))
+            self._installed_tag = preprocessor.tag
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -89,14 +137,43 @@ class InferencePipeline:
                 logger.error("inference thread did not stop within %.1fs", timeout_s)
 
     def _batch_buffer(self, spec: ImageInput, count: int) -> np.ndarray:
-        shape = (self._batcher.max_batch_size, spec.height, spec.width, spec.channels)
-        if self._buffer is None or self._buffer.shape != shape:
+        shape = (max(count, self._batcher.max_batch_size), spec.height, spec.width, spec.channels)
+        if self._buffer is None or self._buffer.shape[1:] != shape[1:] or self._buffer.shape[0] < count:
             self._buffer = np.empty(shape, dtype=np.uint8)
         return self._buffer[:count]
+
+    def _float_buffer_for(self, pixels: np.ndarray) -> np.ndarray:
+        buffer = self._float_buffer
+        if buffer is None or buffer.shape[1:] != pixels.shape[1:] or buffer.shape[0] < pixels.shape[0]:
+            size = max(pixels.shape[0], self._batcher.max_batch_size)
+            buffer = self._float_buffer = np.empty((size, *pixels.shape[1:]), dtype=np.float32)
+        return buffer
+
+    def _model_pixels(self, items: list[WorkItem], preprocessor: FramePreprocessor) -> np.ndarray:
+        """uint8 N x H x W x C for the model: capture-thread pixels when their tag matches, else redone."""
+        tag, shape = preprocessor.tag, preprocessor.pixel_shape
+        ready = [item.pixels if item.pixels is not None and item.pixels_tag == tag and item.pixels.shape == shape
+                 else None for item in items]
+        if len(items) == 1 and ready[0] is not None:
+            self.pixels_reused += 1
+            return ready[0][None]  # a view: no copy for a batch of one
+        pixels = self._batch_buffer(preprocessor.image_input, len(items))
+        for index, item in enumerate(items):
+            if ready[index] is not None:
+                pixels[index] = ready[index]
+                self.pixels_reused += 1
+            else:
+                preprocessor.to_model_pixels(item.image, out=pixels[index])
+                self.pixels_redone += 1
+        return pixels
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.last_progress_mono = time.monotonic()
+            try:
+                self._sync_model()
+            except Exception as exc:  # e.g. a remote backend that cannot reach its server yet
+                logger.debug("model not ready for batching/transform setup: %s", exc)
             items = self._batcher.next_batch(self._stop)
             if not items:
                 continue
@@ -113,11 +190,11 @@ class InferencePipeline:
         classifier = self._classifier
         info = classifier.info  # a remote backend raises here while it cannot reach its server
         preprocessor = self._preprocessor_for_info(info)
-        pixels = self._batch_buffer(info.image_input, len(items))
-        for index, item in enumerate(items):
-            preprocessor.to_model_pixels(item.image, out=pixels[index])
+        pixels = self._model_pixels(items, preprocessor)
+        wants_float = info.image_input.dtype.startswith("float")
+        model_input = preprocessor.batch_to_input(pixels, out=self._float_buffer_for(pixels) if wants_float else None)
         started = time.perf_counter()
-        scores = classifier.classify(preprocessor.batch_to_input(pixels))
+        scores = classifier.classify(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         if scores.shape[0] != len(items) or not np.all(np.isfinite(scores)):
             raise ValueError(f"model returned unusable scores (shape {scores.shape}, non-finite values present)")
@@ -157,5 +234,7 @@ class InferencePipeline:
             "frames_failed": self.frames_failed,
             "last_error": self.last_error,
             "inference_ms": {"p50": pct(0.5), "p95": pct(0.95), "last": round(recent[-1], 2) if recent else None},
-            "batch_size": {"mean": round(total / max(1, sum(sizes.values())), 2), "histogram": sizes},
+            "batch_size": {"mean": round(total / max(1, sum(sizes.values())), 2), "histogram": sizes,
+                           "max": self._batcher.max_batch_size},
+            "preprocess": {"in_capture_threads": self.pixels_reused, "on_inference_thread": self.pixels_redone},
         }

@@ -198,6 +198,12 @@ class EmbeddedClassifier:
             self.info.image_input.channels, self.info.output_name, scores.shape[-1],
         )
 
+    @property
+    def preferred_batch_size(self) -> int | None:
+        """A hint for the pipeline: LiteRT runs one image per invoke (batches add latency, no
+        throughput); TensorFlow gains from batches (None: use serving.max_batch_size)."""
+        return 1 if self._litert is not None else None
+
     def classify(self, batch: np.ndarray) -> np.ndarray:
         litert = self._litert
         if litert is not None:

@@ -177,6 +177,11 @@ class LiteRTClassifier:
         self.info = info
         self._softmax = info.metadata.activation == "softmax"
 
+    @property
+    def preferred_batch_size(self) -> int:
+        """One image per invoke (see the module doc): batching adds latency, not throughput."""
+        return 1
+
     def classify(self, batch: np.ndarray) -> np.ndarray:
         scores = self.model.run(batch)
         return softmax(scores) if self._softmax else scores

@@ -1,0 +1,177 @@
+"""Structural guarantees with real capture threads on real video files (no timing is asserted).
+
+- the model's preprocessing runs in the capture threads, once per kept frame, and the inference
+  thread redoes none of it;
+- frames the fps limiter drops are grabbed but never decoded;
+- above capacity nothing queues: the slots drop frames (counted as skipped), fairly across cameras,
+  and every queue stays within its bound.
+The classifier is a counting stand-in (tests/test_pipeline_perf.py says why); the real models run
+in tests/test_gateway_e2e.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import camera.capture
+from camera import CameraCapture, CaptureSettings, FrameTransform
+from edge.batcher import FrameBatcher
+from edge.pipeline import InferencePipeline
+from edge.results import ResultPublisher
+from tests.test_pipeline_perf import CountingClassifier
+
+
+class CountingTransform:
+    """Wraps the pipeline's transform (same tag) and counts its calls from the capture thread."""
+
+    def __init__(self, inner: FrameTransform) -> None:
+        self.inner = inner
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    @property
+    def tag(self):
+        return self.inner.tag
+
+    def __call__(self, image):
+        with self._lock:
+            self.calls += 1
+        return self.inner(image)
+
+
+class CountingCapture(CameraCapture):
+    def set_transform(self, transform: FrameTransform | None) -> None:
+        self.counting = None if transform is None else CountingTransform(transform)
+        super().set_transform(self.counting)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    def publish_results(self, items):
+        self.messages.extend(items)
+        return list(range(len(items)))
+
+
+def wait_until(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_overloaded_pipeline_preprocesses_in_capture_threads_drops_fairly_and_queues_nothing(
+        video_file_factory) -> None:
+    video = video_file_factory(size=(320, 240), fps=30.0, count=30)
+    ready = threading.Event()
+    cams = [CountingCapture(CaptureSettings(name=f"cam{i}", uri=str(video)), frame_ready=ready) for i in range(4)]
+    classifier = CountingClassifier(32, 32, dtype="float32", preferred_batch_size=1, delay_s=0.03)  # ~33 img/s
+    sink = ListSink()
+    publisher = ResultPublisher(sink, "dev", k=1, queue_batches=4)
+    batcher = FrameBatcher(cams, ready, 8, 0.005)
+    pipeline = InferencePipeline(batcher, classifier, publisher.submit)
+    publisher.start()
+    pipeline.start()
+    try:
+        wait_until(lambda: all(getattr(c, "counting", None) is not None for c in cams))  # before any frame
+        for cam in cams:
+            cam.start()
+        wait_until(lambda: pipeline.frames_classified >= 60 and all(c.stats().frames_skipped > 10 for c in cams))
+        depth = publisher.stats()["queue_depth"]
+    finally:
+        pipeline.stop()
+        for cam in cams:
+            cam.stop()
+        publisher.stop()
+    # offered 4 x 30 fps to a ~33 img/s classifier: frames were dropped in the slots, counted as skipped
+    stats = [c.stats() for c in cams]
+    for s in stats:
+        assert s.frames_read - s.frames_processed - s.frames_skipped in (0, 1)  # at most the slot's frame
+        assert s.frames_skipped > 10
+    assert depth <= 4 and len(batcher._carry) == 0  # every queue within its bound
+    processed = [s.frames_processed for s in stats]
+    assert max(processed) - min(processed) <= max(3, sum(processed) // 20), processed  # fair shares
+    # the model's preprocessing ran in the capture threads, once per kept frame, never redone
+    assert pipeline.pixels_redone == 0
+    assert pipeline.pixels_reused == classifier.images == pipeline.frames_classified
+    transform_calls = sum(c.counting.calls for c in cams)
+    assert classifier.images <= transform_calls <= sum(s.frames_read for s in stats)
+    assert all(len(batch) == 1 for batch in classifier.batches)  # the classifier's preferred batch size
+    assert len(sink.messages) == pipeline.frames_classified
+
+
+class CountingSource:
+    """Wraps the real source and counts grabs (demux) and retrieves (decodes)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.grabs = 0
+        self.retrieves = 0
+
+    fps = property(lambda self: self.inner.fps)
+    ended = property(lambda self: self.inner.ended)
+
+    def grab(self) -> bool:
+        self.grabs += 1
+        return self.inner.grab()
+
+    def retrieve(self):
+        self.retrieves += 1
+        return self.inner.retrieve()
+
+    def read(self):
+        raise AssertionError("the capture should grab and retrieve, not read")
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+@pytest.mark.parametrize("target_fps", [5.0, 10.0])
+def test_frames_dropped_by_the_fps_limit_are_never_decoded(video_file_factory, monkeypatch,
+                                                           target_fps: float) -> None:
+    video = video_file_factory(size=(320, 240), fps=30.0, count=30)
+    sources: list[CountingSource] = []
+    real_open = camera.capture.open_source
+
+    def counting_open(spec, settings):
+        sources.append(CountingSource(real_open(spec, settings)))
+        return sources[-1]
+
+    monkeypatch.setattr(camera.capture, "open_source", counting_open)
+    cam = CameraCapture(CaptureSettings(name="c", uri=str(video), target_fps=target_fps))
+    cam.start()
+    try:
+        wait_until(lambda: cam.stats().frames_read >= 45)
+    finally:
+        cam.stop()
+    (source,) = sources
+    stats = cam.stats()
+    decimated = stats.frames_read - source.retrieves
+    assert source.grabs >= stats.frames_read >= 45
+    assert source.retrieves >= 1 and decimated > 0
+    assert source.retrieves * 2 < source.grabs  # 30 fps source, <= 10 fps kept: most never decoded
+    assert stats.frames_skipped >= decimated  # every undecoded frame is counted as skipped
+
+
+def test_mjpeg_files_are_read_as_packets_and_decoded_only_on_retrieve(video_file_factory) -> None:
+    from camera.sources import open_source
+
+    video = video_file_factory(size=(320, 240), fps=30.0, count=5)
+    source = open_source(str(video), CaptureSettings(name="c", uri=str(video), realtime=False, loop=False))
+    try:
+        assert source._grabber.raw  # undecoded JPEG packets: grab() only demuxes
+        assert source.grab() and source.grab()
+        image = source.retrieve()
+        assert image is not None and image.shape == (240, 320, 3)
+        frames = 2
+        while source.read() is not None:
+            frames += 1
+        assert frames == 5 and source.ended
+    finally:
+        source.close()
