@@ -4,15 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
-APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc
+APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv demo demo-assets test bench clean
+.PHONY: help system-deps venv demo demo-assets test bench chaos clean
 
 help:
 	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
 	@echo "make test   - install everything and run the test suite"
 	@echo "make bench  - print throughput ratios (gateway vs raw runtime vs naive pipeline)"
+	@echo "make chaos  - fault-injection suite (root, network namespaces, <= 15 min)"
 
 system-deps:
 	@missing=""; \
@@ -51,6 +52,9 @@ test: system-deps venv
 bench: system-deps venv demo-assets
 	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
 	$(BIN)/python bench/model_server.py --assets $(DEMO_DIR)
+
+chaos: system-deps venv
+	$(BIN)/python -m tests.chaos.run --minutes 15
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

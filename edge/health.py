@@ -45,7 +45,7 @@ class HealthMonitor:
             problems.append(f"serving backend {backend.get('state')}: {backend.get('last_error')}")
         if inference.get("errors_recent"):
             problems.append(f"inference errors: {inference.get('last_error')}")
-        if results.get("errors"):
+        if results.get("errors_recent"):
             problems.append(f"spool errors: {results.get('last_error')}")
         spool = mqtt.get("spool", {})
         if spool.get("last_error"):

@@ -64,6 +64,7 @@ class ResultPublisher:
         self.frames_lost = 0
         self.sink_calls = 0
         self.last_error: str | None = None
+        self.last_error_mono: float | None = None  # when a batch last failed to spool
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="results", daemon=True)
@@ -104,6 +105,7 @@ class ResultPublisher:
                 self.errors += len(batches)  # batches that could not be spooled
                 self.frames_lost += lost
                 self.last_error = str(exc)
+                self.last_error_mono = time.monotonic()
                 logger.error("could not spool %d results: %s", lost, exc)
 
     def _messages(self, batch: ClassifiedBatch, now_wall: float, now_mono: float) -> list[tuple[str, dict]]:
@@ -161,6 +163,8 @@ class ResultPublisher:
             "published": self.published,
             "suppressed_unchanged": self.suppressed,
             "errors": self.errors,
+            # for health: a spool failure in the last minute (the lifetime counter never goes down)
+            "errors_recent": self.last_error_mono is not None and time.monotonic() - self.last_error_mono < 60.0,
             "frames_lost": self.frames_lost,
             "last_error": self.last_error,
             "queue_depth": self._queue.qsize(),

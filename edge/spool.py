@@ -15,11 +15,20 @@ and roll the transaction back; nothing already in the spool is touched.
 Size cap: when the payload bytes held would exceed `max_bytes`, the oldest rows are
 deleted (in the same transaction as the append) and counted in a persisted `dropped`
 counter.
+
+Disk space: the spool never lets its filesystem run full. The WAL is kept small (checkpoint
+every `_WAL_PAGES` pages, truncated back to that size), and before each append the space the
+database can still use (free blocks on the filesystem plus SQLite's own free pages) is
+compared with a reserve (twice the WAL's size, at most a quarter of a small filesystem): below it,
+the oldest rows are dropped (counted in `dropped`, like the cap) and `last_error` says so until
+an append fits again without dropping. Without the reserve a full disk would leave SQLite
+unable even to delete rows (the WAL must grow for that), and every new message would be lost.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -45,6 +54,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 _ACK_CHUNK = 500  # stays far below SQLite's host-parameter limit
+_WAL_PAGES = 128  # wal_autocheckpoint: the WAL stays around 512 KiB with 4 KiB pages
 
 
 class SpoolError(RuntimeError):
@@ -113,6 +123,9 @@ class Spool:
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is required")
             conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_PAGES * (page_size + 24) + 32}")
             conn.executescript(_SCHEMA)
             depth, nbytes = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
@@ -122,6 +135,8 @@ class Spool:
             conn.close()
             raise SpoolError(f"cannot open spool at {self.path}: {exc}; {_hint(exc)}") from exc
         self._conn = conn
+        self._page_size = page_size
+        self._disk_pressure = False  # the last append had to drop rows for disk space
         self._depth = int(depth)
         self._bytes = int(nbytes)
         self._dropped = int(row[0]) if row else 0
@@ -158,7 +173,10 @@ class Spool:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                dropped_count, dropped_bytes = self._trim(conn, self._bytes + added)
+                disk_short = self._disk_shortfall(conn, added)
+                # leave the disk-full state only with room to spare (twice the reserve), not at the edge
+                cramped = disk_short > 0 or (self._disk_pressure and self._disk_shortfall(conn, added, 2) > 0)
+                dropped_count, dropped_bytes = self._trim(conn, max(self._bytes + added, self.max_bytes + disk_short))
                 conn.execute("COMMIT")
             except (sqlite3.Error, TypeError, ValueError) as exc:
                 self._rollback(conn)
@@ -170,13 +188,38 @@ class Spool:
                 ) from exc
             self._depth += len(messages) - dropped_count
             self._bytes += added - dropped_bytes
+            if disk_short > 0:
+                self._last_error = (f"disk nearly full at {self.path.parent}: dropping the oldest messages to keep "
+                                    f"room ({self._dropped + dropped_count} dropped so far); free disk space there "
+                                    f"or lower spool.max_mb")
+                if not self._disk_pressure:
+                    logger.warning("spool %s: %s", self.path, self._last_error)
+                self._disk_pressure = True
+            elif not cramped and (self._disk_pressure or (self._last_error or "").startswith("append failed")):
+                self._disk_pressure = False
+                logger.info("spool %s: appends fit again (was: %s)", self.path, self._last_error)
+                self._last_error = None
             if dropped_count:
                 self._dropped += dropped_count
+            if dropped_count and disk_short <= 0:
                 logger.warning(
                     "spool %s over its cap of %d bytes: dropped the %d oldest message(s) (%d in total)",
                     self.path, self.max_bytes, dropped_count, self._dropped,
                 )
             return seqs
+
+    def _disk_shortfall(self, conn: sqlite3.Connection, adding: int, factor: int = 1) -> int:
+        """Bytes to free so that `adding` more still leaves `factor` x the reserve on the spool's filesystem."""
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        wal_bytes = _WAL_PAGES * (self._page_size + 24)
+        reserve = min(2 * wal_bytes, max(fs.f_blocks * fs.f_frsize // 4, 64 * 1024)) if fs.f_blocks else 0
+        freelist = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        usable = fs.f_bavail * fs.f_frsize + freelist
+        # rows take somewhat more room than their payload (b-tree pages, other columns): count 2x
+        return max(0, factor * reserve + 2 * adding - usable)
 
     def _trim(self, conn: sqlite3.Connection, total_bytes: int) -> tuple[int, int]:
         """Delete the oldest rows until `total_bytes` fits the cap; return (rows, bytes) removed."""
@@ -227,6 +270,8 @@ class Spool:
                 raise SpoolError(f"spool {self.path}: could not remove acknowledged messages: {exc}; {_hint(exc)}") from exc
             self._depth -= removed
             self._bytes -= removed_bytes
+            if (self._last_error or "").startswith("ack failed"):
+                self._last_error = None
 
     # -- reading ---------------------------------------------------------------------------
 
