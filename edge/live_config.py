@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from camera import CameraCapture, CaptureSettings
 from edge.config import ConfigError, GatewayConfig, parse_config
-from edge.models.state import atomic_write_bytes
+from edge.fsutil import atomic_write_bytes
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -27,6 +27,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from edge.fsutil import fsync_dir
+
 logger = logging.getLogger(__name__)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -136,19 +138,6 @@ def _error_detail(response: requests.Response) -> str:
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.reason
     except (ValueError, AttributeError):
         return response.reason or str(response.status_code)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class RegistryClient:
@@ -398,7 +387,7 @@ class RegistryClient:
             raise DigestMismatch(f"{what} from {self.registry}: content hashes to {actual} ({total} bytes); "
                                  "the registry holds corrupt data or the digest is wrong")
         os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return dest
 
     def push_blob(self, repository: str, path_or_bytes: Path | bytes, progress: Progress | None = None) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from edge.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +45,7 @@ def write_status(path: Path | str, snapshot: dict[str, Any], interval_s: float |
     if interval_s is not None:
         doc["interval_s"] = float(interval_s)
     data = json.dumps(doc, default=str, separators=(",", ":")).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    atomic_write_bytes(path, data, 0o644, mkdir=True)
 
 
 def status_age_s(snapshot: dict[str, Any], now: float | None = None) -> float | None:

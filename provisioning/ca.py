@@ -16,9 +16,7 @@ import argparse
 import datetime as dt
 import ipaddress
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.config import _NAME_RE as DEVICE_ID_RE  # one definition of a valid device id
+from edge.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +50,7 @@ def write_file(path: Path, data: bytes, mode: int, *, force: bool = True) -> Non
     path = Path(path)
     if not force and path.exists():
         raise CaError(f"{path} already exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, mode, mkdir=True)
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.models.state import ModelState, StateStore, fsync_dir
+from edge.fsutil import fsync_dir
+from edge.models.state import ModelState, StateStore
 from edge.models.store import is_version_dir
 from edge.registry import Reference
 

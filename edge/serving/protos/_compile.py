@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edge.fsutil import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 PROTO_ROOT = Path(__file__).resolve().parent
@@ -94,23 +96,6 @@ def compile_descriptor_set(files: list[str] | None = None) -> bytes:
         return Path(out).read_bytes()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def load_descriptor_set(use_cache: bool = True) -> bytes:
     """The serialized FileDescriptorSet: from the cache when it matches, else compiled (and cached)."""
     files = proto_files()
@@ -127,7 +112,7 @@ def load_descriptor_set(use_cache: bool = True) -> bytes:
     data = compile_descriptor_set(files)
     if use_cache:
         try:
-            _write_atomically(path, data)
+            atomic_write_bytes(path, data, 0o644, mkdir=True)
         except OSError as exc:
             logger.debug("cannot cache TF Serving descriptors at %s: %s", path, exc)
     return data

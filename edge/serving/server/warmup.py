@@ -9,14 +9,14 @@ the load (INVALID_ARGUMENT), a corrupt file fails it with DATA_LOSS.
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import grpc
 import numpy as np
+
+from edge.fsutil import atomic_write_bytes
 
 from .runtime import Servable, ServingError
 
@@ -87,25 +87,10 @@ def write_warmup_records(path: Path, prediction_logs: Iterable[Any]) -> int:
     ``path`` is the file itself (usually ``<version>/assets.extra/tf_serving_warmup_requests``).
     Returns the number of records written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    count = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for log in prediction_logs:
-                data = log if isinstance(log, (bytes, bytearray)) else log.SerializeToString()
-                fh.write(encode_record(bytes(data)))
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    records = [encode_record(bytes(log if isinstance(log, (bytes, bytearray)) else log.SerializeToString()))
+               for log in prediction_logs]
+    atomic_write_bytes(Path(path), b"".join(records), 0o644, mkdir=True)
+    count = len(records)
     return count
 
 
