@@ -130,15 +130,6 @@ def render_snapshot(seen: _Seen, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[b
             scaled = True
 
 
-def reconfigure_publisher(publisher: Any, k: int, on_change_only: bool, min_score: float) -> None:
-    """Change a running ResultPublisher's filters (plain attribute writes, read per batch).
-
-    TODO(lead): a public `ResultPublisher.reconfigure()` in edge/results.py would own this."""
-    publisher._k = k
-    publisher._on_change_only = on_change_only
-    publisher._min_score = min_score
-
-
 class DeviceCommands:
     """The gateway's own commands, registered on its CommandRouter."""
 
@@ -240,7 +231,7 @@ class DeviceCommands:
             gw.cameras[index].reconfigure(settings[index])
         publisher = gw.publisher
         if publisher is not None:  # not serving yet: it is built from gw.config when it starts
-            reconfigure_publisher(publisher, k=new.model.top_k, on_change_only=new.results.publish == "on_change",
+            publisher.reconfigure(k=new.model.top_k, on_change_only=new.results.publish == "on_change",
                                   min_score=new.results.min_score)
         if ("log_level",) in paths:
             _logging.getLogger().setLevel(new.log_level.upper())

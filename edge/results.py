@@ -66,6 +66,12 @@ class ResultPublisher:
         self.last_error: str | None = None
         self.last_error_mono: float | None = None  # when a batch last failed to spool
 
+    def reconfigure(self, k: int, on_change_only: bool, min_score: float) -> None:
+        """Change the filters of a running publisher; the next batch uses them (plain attribute writes)."""
+        self._k = k
+        self._on_change_only = on_change_only
+        self._min_score = min_score
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="results", daemon=True)
         self._thread.start()
