@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from edge.serving.protos import messages
+from edge.serving.server.examples import serialized_examples
 from edge.serving.server.manager import ServingError
 from edge.serving.server.metrics import ServerMetrics
 from edge.serving.server.signatures import (
@@ -45,23 +46,6 @@ def _version_of(spec: Any) -> tuple[int | None, str | None]:
 def _debug(sig: Any) -> str:
     from google.protobuf import text_format
     return text_format.MessageToString(sig)
-
-
-def _serialized_examples(inp: Any) -> np.ndarray:
-    """InputToSerializedExampleTensor: a [N] DT_STRING tensor of serialized tf.Examples."""
-    kind = inp.WhichOneof("kind")
-    if kind == "example_list":
-        items = [e.SerializeToString() for e in inp.example_list.examples]
-    elif kind == "example_list_with_context":
-        ctx = inp.example_list_with_context.context.SerializeToString()
-        items = [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    else:
-        items = []
-    if not items:
-        raise _err(Code.INVALID_ARGUMENT, "Input is empty.")
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr
 
 
 class ServingCore:
@@ -275,7 +259,7 @@ class ServingCore:
             else:
                 sig = self._task_signature(defs, sig_name, REGRESS_METHOD, "regression")
                 outs = self._regress_outputs(sig)
-            examples = _serialized_examples(request.input)
+            examples = serialized_examples(request.input)
             self.metrics.record_examples(spec.name, len(examples))
             api = "Classify" if classify else "Regress"
             result = self._run(servable, api, {"inputs": examples}, sig_name, outs, deadline)
@@ -330,7 +314,7 @@ class ServingCore:
             feeds = {p[2].inputs["inputs"].name for p in plans}
             if len(feeds) > 1:
                 raise _err(Code.INVALID_ARGUMENT, "Input tensor must be the same for all Signatures.")
-            examples = _serialized_examples(request.input)
+            examples = serialized_examples(request.input)
             self.metrics.record_examples(model_name, len(examples))
             for task, sig_name, _sig, outs in plans:
                 result = self._run(servable, "MultiInference", {"inputs": examples}, sig_name, outs, deadline)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import grpc
-import numpy as np
 
 from edge.fsutil import atomic_write_bytes
 
+from .examples import serialized_examples
 from .runtime import Servable, ServingError
 
 logger = logging.getLogger(__name__)
@@ -95,23 +95,10 @@ def write_warmup_records(path: Path, prediction_logs: Iterable[Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- replay
-def _serialized_examples(request_input: Any) -> np.ndarray:
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        blobs = [ex.SerializeToString() for ex in request_input.example_list.examples]
-    elif kind == "example_list_with_context":
-        ctx = request_input.example_list_with_context.context.SerializeToString()
-        # Concatenated serializations merge: every example gets the context's features.
-        blobs = [ctx + ex.SerializeToString() for ex in request_input.example_list_with_context.examples]
-    else:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
-    return np.array(blobs, dtype=object)
-
-
 def _run_examples(servable: Servable, signature_name: str, request_input: Any) -> None:
     sig = servable.signature(signature_name or None)
     key = "inputs" if "inputs" in sig.inputs else next(iter(sig.inputs), "inputs")
-    servable.run({key: _serialized_examples(request_input)}, sig.name)
+    servable.run({key: serialized_examples(request_input)}, sig.name)
 
 
 def replay(servable: Servable, log: Any) -> None:
