@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import statistics
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
 import psutil
+
+from tools.loopback import stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -137,11 +138,7 @@ def run_gateway(*, name: str, work: Path, port: int, video: Path, store: Path, m
             health = dict(watch.health)
             rss_max = max([rss_max, *watch.rss_mb])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_pid(proc, 30)
         watch.close()
         log.close()
     return GatewayRun(cameras, (count1 - count0) / elapsed, [t for t, _ in window], [i for _, i in window],

@@ -10,7 +10,6 @@ tensor conversion are what the ratio prices). Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from edge.models.store import ModelStore  # noqa: E402
 from edge.serving.protos import messages  # noqa: E402
 from edge.serving.tensors import from_ndarray, to_ndarray  # noqa: E402
-from tools.loopback import free_port  # noqa: E402
+from tools.loopback import free_port, stop_pid  # noqa: E402
 
 MODEL = "efficientnet_lite0"
 
@@ -95,8 +94,7 @@ def main() -> int:
                     raise
                 time.sleep(0.5)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        stop_pid(server, 30)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "unknown"
     print(f"\nedge-model-server benchmark — {MODEL} v{version.version}, float32 224x224x3, commit {commit}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from bench.harness import (  # noqa: E402
     GatewayRun, naive_client, percentile, raw_rates, run_gateway, run_swap_bench, start_model_server,
     wait_model_server)
 from edge.models.store import ModelStore  # noqa: E402
-from tools.loopback import free_port, start_mosquitto  # noqa: E402
+from tools.loopback import free_port, start_mosquitto, stop_pid  # noqa: E402
 
 LITERT_SERVING = 'runtime = "litert"\nmax_batch_size = 8\nmax_wait_ms = 5'
 SOURCE_FPS = 30.0
@@ -110,11 +109,7 @@ def model_section(model: str, store: Path, video: Path, work: Path, broker: int,
                 serving=f'backend = "tfserving"\ntarget = "127.0.0.1:{server_port}"\nmax_batch_size = 8\n'
                         'max_wait_ms = 5')
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_pid(server, 30)
     return out
 
 
@@ -191,8 +186,7 @@ def main() -> int:
                                              rss_tfserving=(model == models[-1]), lite=lite[model])
                         for model in models}
         finally:
-            broker.send_signal(signal.SIGTERM)
-            broker.wait(10)
+            stop_pid(broker, 10)
         swap = run_swap_bench(args.swaps)
         print_table(models, raw, sections, swap, started)
     finally:

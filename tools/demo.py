@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tools.loopback import free_port, start_mosquitto
+from tools.loopback import free_port, start_mosquitto, stop_pid
 
 DEVICE = "demo-box"
 PREFIX = "edge"
@@ -117,16 +116,6 @@ class ResultsView:
                     str(doc["seq"]),
                 )
             return table
-
-
-def stop_pid(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -25,6 +26,17 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def stop_pid(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM by PID, then SIGKILL if it has not exited within timeout_s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def start_mosquitto(work: Path, port: int) -> subprocess.Popen:
