@@ -51,13 +51,46 @@ def raw_rates(classifier, sizes: tuple[int, ...], seconds: float, rounds: int = 
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
+def raw_parallel_rate(classifier, seconds: float, rounds: int = 2) -> float:
+    """Median img/s of `classifier.concurrency` threads each classifying preprocessed single images,
+    the way the gateway's inference threads drive a pool of interpreters."""
+    from edge.preprocess import FramePreprocessor
+
+    info = classifier.info.image_input
+    pre = FramePreprocessor(info, classifier.info.metadata.preprocess)
+    rng = np.random.default_rng(0)
+    threads = max(1, int(getattr(classifier, "concurrency", 1)))
+    images = [pre.batch_to_input(rng.integers(0, 255, (1, info.height, info.width, info.channels), dtype=np.uint8))
+              for _ in range(threads)]
+    for image in images:
+        classifier.classify(image)
+    samples: list[float] = []
+    for _ in range(rounds):
+        counts = [0] * threads
+        deadline = time.perf_counter() + seconds
+
+        def loop(index: int) -> None:
+            while time.perf_counter() < deadline:
+                classifier.classify(images[index])
+                counts[index] += 1
+
+        started = time.perf_counter()
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        samples.append(sum(counts) / (time.perf_counter() - started))
+    return statistics.median(samples)
+
+
 class MqttWatch:
     """Subscribes to everything under edge/: counts results, keeps their latencies and the health docs."""
 
     def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
         self.results = 0
-        self.latency: list[tuple[float, float]] = []  # (total ms, inference ms)
+        self.latency: list[tuple[float, float, float]] = []  # (total ms, inference ms, capture->inference ms)
         self.frames: dict[str, list[int]] = {}
         self.rss_mb: list[float] = []
         self.health: dict = {}
@@ -73,7 +106,8 @@ class MqttWatch:
             payload = json.loads(message.payload)
             with self.lock:
                 self.results += 1
-                self.latency.append((payload["latency_ms"]["total"], payload["latency_ms"]["inference"]))
+                lat = payload["latency_ms"]
+                self.latency.append((lat["total"], lat["inference"], lat.get("to_inference", float("nan"))))
                 self.frames.setdefault(payload["camera"], []).append(int(payload["frame"]))
         elif topic.endswith("/health"):
             doc = json.loads(message.payload)
@@ -98,6 +132,7 @@ class GatewayRun:
     fps: float  # classified frames/s counted on MQTT
     latency_ms: list[float] = field(default_factory=list)
     inference_ms: list[float] = field(default_factory=list)
+    to_inference_ms: list[float] = field(default_factory=list)
     rss_max_mb: float = 0.0
     health: dict = field(default_factory=dict)
 
@@ -141,8 +176,8 @@ def run_gateway(*, name: str, work: Path, port: int, video: Path, store: Path, m
         stop_pid(proc, 30)
         watch.close()
         log.close()
-    return GatewayRun(cameras, (count1 - count0) / elapsed, [t for t, _ in window], [i for _, i in window],
-                      rss_max, health)
+    return GatewayRun(cameras, (count1 - count0) / elapsed, [t for t, _, _ in window], [i for _, i, _ in window],
+                      [w for _, _, w in window], rss_max, health)
 
 
 def start_model_server(work: Path, store: Path, model: str, port: int) -> subprocess.Popen:

@@ -15,7 +15,8 @@ offline as soon as the last frame is older than watchdog_s, and stop() gives up 
 its timeout (the daemon thread is abandoned and releases its source when the blocked call returns).
 
 Per frame, the thread grabs (takes the frame off the source), asks the fps limiter whether to keep
-it, and only then decodes it (sources with `grab()`/`retrieve()`; see camera.sources), resizes it to
+it, and only then decodes it (sources with `grab()`/`retrieve()`; see camera.sources; MJPEG at a
+reduced JPEG scale when `settings.decode` and the size needed allow, see camera.decode), resizes it to
 `settings.size`, and runs the consumer's optional transform on each ROI crop (`set_transform`), so
 the expensive per-frame work runs here, in parallel across cameras, and never for dropped frames.
 """
@@ -30,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from camera.frames import Frame, FrameTransform, as_bgr, crop_regions, resize_to
+from camera.decode import KeptFrame, decode_kept
+from camera.frames import Frame, FrameTransform, crop_regions
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source
 from camera.stats import CameraStats, FpsLimiter, RateMeter
@@ -56,7 +58,7 @@ class CameraCapture:
     """Reads one camera in a daemon thread and holds only its newest frame for `take()`.
 
     on_event(name, payload) is called from the capture thread, never while holding a lock:
-    - "camera_online":  {"camera", "resolution": [w, h], "source_fps": float | None}
+    - "camera_online":  {"camera", "resolution": [w, h] (as in stats()), "source_fps": float | None}
     - "camera_offline": {"camera", "reason", "reconnect_in_s": float | None (None = not reconnecting)}
     camera_offline is sent once per outage (not for every failed retry). frame_ready is set every
     time a new frame lands in the slot; it may be shared by several cameras.
@@ -90,6 +92,7 @@ class CameraCapture:
         self._reconnects = 0
         self._last_frame_mono: float | None = None
         self._resolution: tuple[int, int] | None = None
+        self._decoded: KeptFrame | None = None  # sizes of the last published frame
         self._last_error: str | None = None
         self._read_rate = RateMeter()
         self._processed_rate = RateMeter()
@@ -194,6 +197,8 @@ class CameraCapture:
                 frames_skipped=self._frames_skipped,
                 resolution=self._resolution,
                 last_error=self._last_error,
+                decoded_resolution=None if self._decoded is None else self._decoded.decoded,
+                decode_scale=None if self._decoded is None else self._decoded.scale,
             )
 
     # ----------------------------------------------------------------- capture thread
@@ -303,21 +308,16 @@ class CameraCapture:
             number = self._admit(now)
             if number is None:
                 continue  # decimated by target_fps: counted as skipped, never decoded
-            try:
-                if split:
-                    image = retrieve()  # type: ignore[misc]
-                    if image is None:
-                        raise ValueError("the frame could not be decoded")
-                assert image is not None
-                image = resize_to(as_bgr(image), self.settings.size)
+            try:  # split: decode now (at a reduced JPEG scale when that suffices); then resize to size
+                kept = decode_kept(source, None if split else image, self.settings, self._transform)
             except Exception as exc:
                 self._count_skipped(now)
                 return _ConnectionEnd(reason=f"unusable frame: {exc}", had_frames=had_frames)
-            pixels, tag = self._transform_frame(image)
-            self._publish(Frame(self.name, number, image, time.time(), now, pixels, tag))
+            pixels, tag = self._transform_frame(kept.image)
+            self._publish(Frame(self.name, number, kept.image, time.time(), now, pixels, tag), kept)
             if not had_frames:
                 had_frames = True
-                self._go_online(image, source.fps)
+                self._go_online(kept.resolution, source.fps)
 
     def _admit(self, now_mono: float) -> int | None:
         """Count a frame read; its number if the fps limiter keeps it, None (counted skipped) if not."""
@@ -352,10 +352,9 @@ class CameraCapture:
             return None, None
         return pixels, transform.tag
 
-    def _publish(self, frame: Frame) -> None:
-        image = frame.image
+    def _publish(self, frame: Frame, kept: KeptFrame) -> None:
         with self._lock:
-            self._resolution = (int(image.shape[1]), int(image.shape[0]))
+            self._resolution, self._decoded = kept.resolution, kept
             if self._slot is not None:  # the consumer never took it: newest frame wins
                 self._frames_skipped += 1
                 self._skipped_rate.add(frame.captured_mono)
@@ -364,8 +363,8 @@ class CameraCapture:
         if self._frame_ready is not None:
             self._frame_ready.set()
 
-    def _go_online(self, image: np.ndarray, source_fps: float | None) -> None:
-        resolution = [int(image.shape[1]), int(image.shape[0])]
+    def _go_online(self, size: tuple[int, int], source_fps: float | None) -> None:
+        resolution = [int(size[0]), int(size[1])]
         with self._lock:
             if self._stopping.is_set():
                 return

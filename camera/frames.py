@@ -21,7 +21,11 @@ class Frame:
     number counts every frame read from the source since start (1, 2, 3, ...), across
     reconnects and including frames that were never published (decimated or overwritten),
     so gaps in the numbers a consumer sees are the frames it skipped.
-    image is HxWx3 uint8 BGR, already resized to settings.size when that is set.
+    image is HxWx3 uint8 BGR, already resized to settings.size when that is set. Without size, an
+    MJPEG source may be decoded at 1/2, 1/4 or 1/8 of its resolution (settings.decode="auto" and a
+    transform with `min_source_size`, no ROIs; see camera.decode): image is then that reduced
+    image of the source frame, still at least min_source_size; the camera's stats keep reporting
+    the source's native resolution and add the decoded one.
     pixels, when the capture has a transform, holds the transform's output for each region
     `crop_regions(image, rois)` yields (one entry without ROIs), made in the capture thread;
     pixels_tag is the transform's `tag`, so a consumer can tell whether they suit it.
@@ -44,6 +48,12 @@ class FrameTransform(Protocol):
     the array the consumer wants. `tag` names what it produces: equal tags mean equal outputs,
     so frames made by an earlier transform with the same tag are still good. The camera package
     never looks inside; it only calls it and copies the tag onto the frame.
+
+    Optional attribute `min_source_size: tuple[int, int] | None`, (width, height): the smallest
+    image the transform needs to do its best work. When a camera has no `size` and no ROIs, an
+    MJPEG source is then decoded at a reduced JPEG scale that still gives at least this (read with
+    getattr, re-read for every frame: a transform without it, or None, means full resolution).
+    It is deliberately not a protocol member, so transforms without it still satisfy isinstance.
     """
 
     @property

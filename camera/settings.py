@@ -7,6 +7,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+DECODE_MODES = ("auto", "full")
+
 
 @dataclass(frozen=True)
 class Roi:
@@ -47,6 +49,12 @@ class CaptureSettings:
     - transform: an optional `camera.FrameTransform` run in the capture thread on every kept frame
       (after `size`, on each ROI crop); its output rides on the frame as `Frame.pixels`. The
       consumer can swap it later with `CameraCapture.set_transform`.
+    - decode: how MJPEG frames (decoded by libjpeg-turbo) are decoded. "auto" decodes at 1/2, 1/4
+      or 1/8 of the source's size (JPEG DCT scaling, much cheaper than a full decode + resize) when
+      that still gives at least what the frame is needed at: `size` when set; without size and
+      ROIs, the transform's `min_source_size` (then `Frame.image` is that reduced image and
+      snapshots show it); ROIs without size, no transform, or other codecs: full size.
+      "full" always decodes at the source's native size.
     """
 
     name: str
@@ -61,6 +69,7 @@ class CaptureSettings:
     backoff_max_s: float = 10.0
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
+    decode: str = "auto"  # "auto" | "full"
     transform: Any = field(default=None, compare=False, repr=False)  # camera.FrameTransform | None
 
     def __post_init__(self) -> None:
@@ -84,6 +93,8 @@ class CaptureSettings:
             raise ValueError(
                 f"{prefix}: backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"
             )
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"{prefix}: decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.transform is not None and (not callable(self.transform) or not hasattr(self.transform, "tag")):
             raise ValueError(f"{prefix}: transform must be callable and have a `tag` (see camera.FrameTransform)")
         if not isinstance(self.rois, tuple):

@@ -14,6 +14,13 @@ packets (`CAP_PROP_FORMAT = -1`): `grab()` is then only demuxing (~0.02 ms for a
 ~2 ms for a decode) and `retrieve()` decodes with libjpeg-turbo (`cv2.imdecode`). Other codecs decode
 in `grab()` (FFmpeg must, to keep its reference frames) and skip only the colour conversion.
 
+JPEG packets may be decoded smaller than the source (camera.decode): before `retrieve()` the
+capture calls `decode_at_least((w, h) | None)`, and the source decodes at the smallest of 1/1, 1/2,
+1/4, 1/8 that still gives at least that size. `native_size` is the source's own (width, height)
+once a frame was decoded at full size (None for other codecs), `decode_scale` the scale of the
+last decode (1, 2, 4 or 8). These three are optional extras of a source; the capture reads them
+with getattr, so a source without them is simply decoded at full size.
+
 RTSP over TCP instead of UDP is chosen process-wide with the environment variable
 OPENCV_FFMPEG_CAPTURE_OPTIONS="rtsp_transport;tcp" (an OpenCV convention, read at open).
 """
@@ -28,6 +35,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from camera.decode import JpegDecoder
 from camera.settings import CaptureSettings
 from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
 
@@ -83,6 +91,7 @@ class _Grabber:
         self._key = key
         self._packet: np.ndarray | None = None
         self.raw = False
+        self.jpeg = JpegDecoder()
         fourcc = int(capture.get(cv2.CAP_PROP_FOURCC) or 0) & 0xFFFFFFFF
         with _raw_refused_lock:
             refused = key in _raw_refused
@@ -104,7 +113,7 @@ class _Grabber:
             packet, self._packet = self._packet, None
             if packet is None:
                 return None
-            image = cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR)
+            image = self.jpeg.decode(packet.reshape(-1))
             if image is None:  # e.g. an MJPEG without Huffman tables: let FFmpeg decode after a reconnect
                 with _raw_refused_lock:
                     _raw_refused.add(self._key)
@@ -115,7 +124,38 @@ class _Grabber:
         return image if ok and image is not None else None
 
 
-class OpenCvSource:
+class _GrabbingSource:
+    """What OpenCvSource and VideoFileSource share: grab()/retrieve() and the decode-size extras."""
+
+    _grabber: _Grabber
+
+    def grab(self) -> bool:
+        """Take the next frame off the source without decoding it when the codec allows; False on failure."""
+        return self._grabber.grab()
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame the last successful grab() took; None on failure."""
+        return self._grabber.retrieve()
+
+    def read(self) -> np.ndarray | None:
+        return self.retrieve() if self.grab() else None
+
+    def decode_at_least(self, size: tuple[int, int] | None) -> None:
+        """Let retrieve() decode JPEG frames down to `size` (width, height); None: full size."""
+        self._grabber.jpeg.min_size = size
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        """The source's (width, height) as a full JPEG decode gave it; None for other codecs."""
+        return self._grabber.jpeg.native_size if self._grabber.raw else None
+
+    @property
+    def decode_scale(self) -> int:
+        """1, 2, 4 or 8: the last frame was decoded at 1/decode_scale of the source's size."""
+        return self._grabber.jpeg.scale if self._grabber.raw else 1
+
+
+class OpenCvSource(_GrabbingSource):
     """A cv2.VideoCapture opened with one backend (V4L2, FFMPEG or GStreamer)."""
 
     def __init__(self, spec: SourceSpec, api_preference: int, params: list[int] | None = None) -> None:
@@ -135,17 +175,6 @@ class OpenCvSource:
     def ended(self) -> bool:
         return False
 
-    def grab(self) -> bool:
-        """Take the next frame off the source without decoding it when the codec allows; False on failure."""
-        return self._grabber.grab()
-
-    def retrieve(self) -> np.ndarray | None:
-        """Decode the frame the last successful grab() took; None on failure."""
-        return self._grabber.retrieve()
-
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
-
     def close(self) -> None:
         self._capture.release()
 
@@ -153,7 +182,7 @@ class OpenCvSource:
         return self._spec.describe()
 
 
-class VideoFileSource:
+class VideoFileSource(_GrabbingSource):
     """A video file read like a camera: optionally looping, optionally paced at the file's fps."""
 
     def __init__(self, spec: SourceSpec, loop: bool, realtime: bool) -> None:
@@ -197,13 +226,6 @@ class VideoFileSource:
             logger.debug("%s: looped to the start", self.describe())
             return True
         return False
-
-    def retrieve(self) -> np.ndarray | None:
-        """Decode the frame the last successful grab() took."""
-        return self._grabber.retrieve()
-
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
 
     def _wait_until_due(self) -> None:
         now = time.monotonic()

@@ -75,7 +75,11 @@ class CameraStats:
       and the end of a non-looping file do not count)
     - last_frame_age_s: seconds since the last frame was read, None before the first
     - frames_read = frames_processed + frames_skipped + (1 if a frame is waiting in the slot)
-    - resolution: (width, height) of the published frames
+    - resolution: (width, height) of the published frames at full decode: `size` when the camera
+      has one, else the source's native resolution (also when frames are decoded smaller)
+    - decoded_resolution: (width, height) the last kept frame was decoded at, before any resize
+      (smaller than the source's when an MJPEG source is decoded at a reduced JPEG scale)
+    - decode_scale: 1, 2, 4 or 8: the last kept frame was decoded at 1/decode_scale of the source's size
     - uri: the configured URI with any password shown as ***
     """
 
@@ -92,6 +96,8 @@ class CameraStats:
     frames_skipped: int
     resolution: tuple[int, int] | None
     last_error: str | None
+    decoded_resolution: tuple[int, int] | None = None
+    decode_scale: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (resolution as [w, h], rates rounded to 0.01)."""
@@ -109,4 +115,6 @@ class CameraStats:
             "frames_skipped": self.frames_skipped,
             "resolution": None if self.resolution is None else [int(v) for v in self.resolution],
             "last_error": self.last_error,
+            "decoded_resolution": None if self.decoded_resolution is None else list(self.decoded_resolution),
+            "decode_scale": self.decode_scale,
         }

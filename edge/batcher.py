@@ -3,13 +3,18 @@
 Nothing queues here beyond one batch plus the remaining ROIs of one frame: above capacity, frames
 wait in the cameras' one-frame slots, where a newer frame overwrites them (counted as skipped).
 `max_batch_size` may be changed between batches (the pipeline sizes it to the serving runtime).
+
+Several inference threads may share one batcher (a runtime with several interpreters): `next_batch`
+is taken by one of them at a time, and a camera whose items are still being classified (handed out,
+`done` not yet called) is not visited, so each camera's results come out in frame order and a
+camera never occupies two threads while others wait.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -64,6 +69,9 @@ class FrameBatcher:
         self.max_wait_s = max_wait_s
         self._carry: deque[WorkItem] = deque()
         self._next_camera = 0
+        self._take_lock = threading.Lock()  # one next_batch at a time
+        self._busy_lock = threading.Lock()
+        self._busy: Counter[str] = Counter()  # camera -> items handed out and not done yet
 
     @property
     def cameras(self) -> list[FrameSourceSlot]:
@@ -73,10 +81,16 @@ class FrameBatcher:
         while self._carry and len(items) < self.max_batch_size:
             items.append(self._carry.popleft())
         count = len(self._cameras)
+        with self._busy_lock:
+            busy = {name for name, n in self._busy.items() if n > 0}
+        busy.update(item.frame.camera for item in self._carry)
+        busy.update(item.frame.camera for item in items)  # carried ROIs of a frame go first
         for offset in range(count):
             if len(items) >= self.max_batch_size:
                 break
             camera = self._cameras[(self._next_camera + offset) % count]
+            if camera.name in busy:
+                continue
             frame = camera.take()
             if frame is None:
                 continue
@@ -94,7 +108,26 @@ class FrameBatcher:
             self._next_camera = (self._next_camera + 1) % count
 
     def next_batch(self, stop: threading.Event, idle_timeout_s: float = 0.25) -> list[WorkItem]:
-        """Up to max_batch_size items; returns [] after idle_timeout_s with nothing to do."""
+        """Up to max_batch_size items; returns [] after idle_timeout_s with nothing to do.
+        The caller hands the items back with `done` once their results are delivered."""
+        with self._take_lock:
+            items = self._next_batch(stop, idle_timeout_s)
+        if items:
+            with self._busy_lock:
+                self._busy.update(item.frame.camera for item in items)
+        return items
+
+    def done(self, items: Sequence[WorkItem]) -> None:
+        """Items from `next_batch` are finished: their cameras may be visited again."""
+        if not items:
+            return
+        with self._busy_lock:
+            self._busy.subtract(item.frame.camera for item in items)
+            for name in [name for name, n in self._busy.items() if n <= 0]:
+                del self._busy[name]
+        self._frame_ready.set()  # a thread waiting in next_batch may now take those cameras' frames
+
+    def _next_batch(self, stop: threading.Event, idle_timeout_s: float) -> list[WorkItem]:
         items: list[WorkItem] = []
         deadline: float | None = None
         idle_deadline = time.monotonic() + idle_timeout_s

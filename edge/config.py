@@ -104,6 +104,8 @@ class CameraConfig(_Strict):
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
     open_timeout_s: float = Field(default=10.0, gt=0, le=600)
     read_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # auto: MJPEG decoded at 1/2, 1/4 or 1/8 when that still gives the size needed; full: native size
+    decode: Literal["auto", "full"] = "auto"
     rois: list[RoiConfig] = Field(default_factory=list)
 
     @field_validator("name")
@@ -178,7 +180,9 @@ class ServingConfig(_Strict):
     backend: Literal["embedded", "tfserving"] = "embedded"
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
-    threads: int = Field(default=0, ge=0, le=256, description="runtime threads, 0 = all cores")
+    threads: int = Field(default=0, ge=0, le=256, description="runtime threads (LiteRT: per interpreter), 0 = auto")
+    # embedded LiteRT: interpreters side by side, one inference thread each; 0 = one per core, at most 4
+    interpreters: int = Field(default=0, ge=0, le=64)
     # embedded backend: which runtime runs the model; "auto" converts to LiteRT, verifies and times it
     runtime: Literal["auto", "tensorflow", "litert"] = "auto"
     # tfserving backend: where TF Serving (or edge-model-server) listens, and how to talk to it

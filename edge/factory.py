@@ -28,6 +28,7 @@ def capture_settings(config: GatewayConfig) -> list[CaptureSettings]:
             backoff_max_s=cam.backoff_max_s,
             open_timeout_s=cam.open_timeout_s,
             read_timeout_s=cam.read_timeout_s,
+            decode=cam.decode,
         )
         for cam in config.cameras
     ]
@@ -77,4 +78,4 @@ def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) 
     if version is None:
         version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads,
-                              runtime=config.serving.runtime)
+                              runtime=config.serving.runtime, interpreters=config.serving.interpreters)

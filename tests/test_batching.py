@@ -37,6 +37,7 @@ def test_batches_across_cameras_and_rois() -> None:
     b.put(1)
     stop = threading.Event()
     first = batcher.next_batch(stop)
+    batcher.done(first)
     second = batcher.next_batch(stop)
     got = [(i.frame.camera, i.roi) for i in first + second]
     assert sorted(got, key=str) == sorted([("a", None), ("b", "left"), ("b", "right")], key=str)
@@ -67,8 +68,10 @@ def test_rotation_is_fair_above_capacity() -> None:
     for turn in range(40):
         for cam in cams:
             cam.put(turn)  # every camera always has a fresh frame: 4x over capacity
-        for item in batcher.next_batch(threading.Event()):
+        items = batcher.next_batch(threading.Event())
+        for item in items:
             counts[item.frame.camera] += 1
+        batcher.done(items)
     assert set(counts.values()) == {10}
 
 

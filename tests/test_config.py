@@ -9,6 +9,7 @@ import pytest
 
 from edge import gateway
 from edge.config import ConfigError, load_config
+from edge.factory import capture_settings
 from provisioning import cli
 
 BIN = Path(sys.executable).parent
@@ -65,6 +66,9 @@ def test_valid_config_loads(tmp_path: Path) -> None:
     assert config.cameras[0].rois[0].name == "door"
     assert config.cameras[1].fps == 5.0  # default
     assert config.cameras[1].watchdog_s == 10.0  # default no-frame watchdog
+    assert config.cameras[1].decode == "auto"  # default: MJPEG decoded at a reduced scale when it suffices
+    full = load_config(write(tmp_path, VALID.replace('name = "back"', 'name = "back"\ndecode = "full"')))
+    assert [s.decode for s in capture_settings(full)] == ["auto", "full"]
     assert config.model.version == "latest"
     assert config.mqtt.topic_prefix == "fleet/site-a"
     assert config.serving.backend == "embedded"
@@ -105,8 +109,13 @@ BAD_CASES = [
     ("zero health interval", lambda t: t.replace("interval_s = 10", "interval_s = 0"), "health.interval_s", ""),
     ("bad size", lambda t: t.replace("size = [640, 360]", "size = [0, 360]"), "cameras[0].size", "between"),
     ("size with 3 values", lambda t: t.replace("size = [640, 360]", "size = [640, 360, 3]"), "cameras[0].size", ""),
+    ("bad decode", lambda t: t.replace('name = "back"', 'name = "back"\ndecode = "half"'), "cameras[1].decode",
+     "'auto' or 'full'"),
+    ("decode not a string", lambda t: t.replace('name = "back"', 'name = "back"\ndecode = 2'), "cameras[1].decode", ""),
     ("ROI zero width", lambda t: t.replace("w = 100", "w = 0"), "cameras[0].rois[0].w", ""),
     ("unknown backend", lambda t: t + '\n[serving]\nbackend = "onnx"\n', "serving.backend", "embedded"),
+    ("negative interpreters", lambda t: t + '\n[serving]\ninterpreters = -1\n', "serving.interpreters",
+     "greater than or equal to 0"),
     ("bool where number", lambda t: t.replace("keepalive_s = 20", "keepalive_s = true"), "mqtt.keepalive_s", ""),
     ("TOML syntax error", lambda t: t + "\n[mqtt\n", "gateway.toml", "TOML syntax error"),
 ]

@@ -42,7 +42,8 @@ BASE: dict[str, Any] = {
 KNOWN_KEYS: list[tuple[tuple[Any, ...], str]] = [
     ((), "device_id"), ((), "log_level"), ((), "cameras"), ((), "model"), ((), "mqtt"),
     *[(("cameras", 0), k) for k in ("name", "source", "fps", "size", "loop", "realtime", "watchdog_s",
-                                    "backoff_initial_s", "backoff_max_s", "open_timeout_s", "read_timeout_s", "rois")],
+                                    "backoff_initial_s", "backoff_max_s", "open_timeout_s", "read_timeout_s", "decode",
+                                    "rois")],
     *[(("cameras", 0, "rois", 0), k) for k in ("name", "x", "y", "w", "h")],
     *[(("model",), k) for k in ("name", "store", "version", "top_k", "preprocess")],
     *[(("model", "preprocess"), k) for k in ("color", "resize", "mean", "std")],

@@ -17,7 +17,7 @@ import pytest
 from camera import Frame, FrameTransform, Roi, crop_regions
 from edge.batcher import FrameBatcher
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.pipeline import ClassifiedBatch, InferencePipeline
+from edge.pipeline import ClassifiedBatch, InferencePipeline, _Worker
 from edge.preprocess import FramePreprocessor
 from edge.serving.base import ClassifierInfo, ImageInput
 
@@ -85,8 +85,12 @@ def turn(pipeline: InferencePipeline, batcher: FrameBatcher) -> list:
     pipeline._sync_model()
     items = batcher.next_batch(threading.Event(), idle_timeout_s=0.0)
     if items:
-        pipeline._classify(items)
+        pipeline._classify(TURN_WORKER, items)
+        batcher.done(items)
     return items
+
+
+TURN_WORKER = _Worker(0)
 
 
 def test_capture_pixels_are_used_as_they_are_and_batches_of_one_are_not_copied() -> None:

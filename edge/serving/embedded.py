@@ -82,9 +82,12 @@ class EmbeddedClassifier:
         threads: int = 0,
         runtime: str = "auto",
         isolate_selection: bool | None = None,
+        interpreters: int = 0,
     ) -> None:
         """``isolate_selection``: convert and time in a child process, so that this process imports
-        TensorFlow only if TensorFlow ends up serving. None = isolate when TensorFlow is not imported yet."""
+        TensorFlow only if TensorFlow ends up serving. None = isolate when TensorFlow is not imported yet.
+        ``threads``/``interpreters``: how LiteRT serves (see :func:`edge.serving.litert.pool_shape`);
+        the runtime is chosen by timing one interpreter on ``threads`` (0: all cores) against TensorFlow."""
         if runtime not in RUNTIMES:
             raise ClassifierError(f"serving.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.runner: SavedModelRunner | None = None
@@ -135,6 +138,7 @@ class EmbeddedClassifier:
         assert selection is not None and info is not None
         if self._litert is not None:
             self.runner = None  # the TensorFlow model's memory goes; the library stays imported
+            self._litert = self._serving_pool(self._litert, interpreters, threads)
         self.info = replace(info, runtime=selection.runtime)
         self.selection: dict[str, Any] = selection.as_dict()
         self._log_selection(selection)
@@ -161,6 +165,19 @@ class EmbeddedClassifier:
             self._litert = None
             return None
 
+    @staticmethod
+    def _serving_pool(litert: Any, interpreters: int, threads: int) -> Any:
+        """The LiteRT classifier reshaped into the serving pool (the timed one has one interpreter)."""
+        from edge.serving.litert import pool_shape
+
+        count, each = pool_shape(interpreters, threads)
+        if (count, each) == (litert.concurrency, litert.threads):
+            return litert
+        pooled = litert.pooled(count, each)
+        litert.close()
+        logger.info("LiteRT serves with %d interpreter(s) of %d thread(s) each", count, each)
+        return pooled
+
     def _log_selection(self, selection: Selection) -> None:
         timings = ", ".join(
             f"{k}: {'ok' if r.ok else 'refused'}"
@@ -185,7 +202,10 @@ class EmbeddedClassifier:
     def _warm_up(self) -> None:
         """Run one batch so the first real frame does not pay graph tracing and allocation."""
         shape = (1, self.info.image_input.height, self.info.image_input.width, self.info.image_input.channels)
-        scores = self.classify(np.zeros(shape, dtype=self.info.image_input.dtype))
+        zeros = np.zeros(shape, dtype=self.info.image_input.dtype)
+        if self._litert is not None:
+            self._litert.warm_up(zeros)
+        scores = self.classify(zeros)
         labels = self.info.metadata.labels
         if labels and scores.shape[-1] != len(labels):
             raise ClassifierError(
@@ -204,6 +224,11 @@ class EmbeddedClassifier:
         throughput); TensorFlow gains from batches (None: use serving.max_batch_size)."""
         return 1 if self._litert is not None else None
 
+    @property
+    def concurrency(self) -> int:
+        """classify() calls that may run at once: one per LiteRT interpreter; TensorFlow: 1."""
+        return self._litert.concurrency if self._litert is not None else 1
+
     def classify(self, batch: np.ndarray) -> np.ndarray:
         litert = self._litert
         if litert is not None:
@@ -211,7 +236,11 @@ class EmbeddedClassifier:
         return self._tf_classify(batch)
 
     def health(self) -> dict[str, Any]:
-        return {"backend": "embedded", "state": "ok", "runtime": self.info.runtime, "selection": self.selection}
+        doc = {"backend": "embedded", "state": "ok", "runtime": self.info.runtime, "selection": self.selection}
+        if self._litert is not None:
+            doc["interpreters"] = self._litert.concurrency
+            doc["threads_per_interpreter"] = self._litert.threads
+        return doc
 
     def close(self) -> None:
         if self._litert is not None:
