@@ -12,9 +12,10 @@ import pytest
 
 from camera import Frame
 from edge.batcher import FrameBatcher
-from edge.models.metadata import PreprocessSpec, VersionMetadata, read_version_metadata
+from edge.models.metadata import PreprocessSpec, VersionMetadata
 from edge.pipeline import ClassifiedBatch, InferencePipeline
 from edge.serving.base import ClassifierInfo, ImageInput
+from tests.fixtures.models import colour_litert_info
 
 
 class EndlessCamera:
@@ -63,19 +64,7 @@ class OverlapProbe:
     def close(self) -> None:
         self.inner.close()
 
-
-@pytest.fixture(scope="module")
-def colour_tflite(colour_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge.serving.runtime_selection import convert_saved_model
-
-    path = tmp_path_factory.mktemp("pool") / "colour.tflite"
-    path.write_bytes(convert_saved_model(colour_model_store / "colour" / "1"))
-    return path
-
-
-def colour_info(colour_model_store: Path) -> ClassifierInfo:
-    return ClassifierInfo("colour", 1, ImageInput("image", "uint8", 64, 64, 3), "logits",
-                          read_version_metadata(colour_model_store / "colour" / "1"), "litert")
+colour_info = colour_litert_info
 
 
 def test_pool_shape_fills_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,20 +8,9 @@ import pytest
 
 from edge.models.metadata import read_version_metadata
 from edge.serving.base import ClassifierInfo, ImageInput
+from tests.fixtures.models import colour_litert_info
 
-
-@pytest.fixture(scope="module")
-def colour_tflite(colour_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge.serving.runtime_selection import convert_saved_model
-
-    path = tmp_path_factory.mktemp("litert") / "colour.tflite"
-    path.write_bytes(convert_saved_model(colour_model_store / "colour" / "1"))
-    return path
-
-
-def colour_info(colour_model_store: Path) -> ClassifierInfo:
-    return ClassifierInfo("colour", 1, ImageInput("image", "uint8", 64, 64, 3), "logits",
-                          read_version_metadata(colour_model_store / "colour" / "1"), "litert")
+colour_info = colour_litert_info
 
 
 def test_model_describes_its_signature(colour_tflite: Path) -> None:
