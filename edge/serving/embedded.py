@@ -105,7 +105,7 @@ class EmbeddedClassifier:
                     isolate_selection if isolate_selection is not None else "tensorflow" not in sys.modules):
                 selection = select_in_subprocess(path, version, runtime, threads, key)
             if selection is not None and selection.runtime == "litert":
-                info = self._litert_from_cache(version, metadata, selection, threads)
+                info = self._litert_from_cache(version, metadata, selection, threads, interpreters)
                 if info is None:
                     selection = None
         if info is None and ((path / "saved_model.pb").is_file() or runtime == "tensorflow"):
@@ -145,10 +145,10 @@ class EmbeddedClassifier:
         self._warm_up()
 
     def _litert_from_cache(self, version: ModelVersion, metadata: Any, selection: Selection,
-                           threads: int) -> ClassifierInfo | None:
+                           threads: int, interpreters: int) -> ClassifierInfo | None:
         """Serve the cached LiteRT model without importing TensorFlow; None if it cannot load."""
         from edge.serving.base import ImageInput
-        from edge.serving.litert import LiteRTClassifier
+        from edge.serving.litert import LiteRTClassifier, pool_shape
 
         try:
             sig = selection.signature
@@ -157,7 +157,8 @@ class EmbeddedClassifier:
                                   image_input=ImageInput(sig["input"]["name"], sig["input"]["dtype"],
                                                          int(height), int(width), int(channels)),
                                   output_name=sig["output"], metadata=metadata, runtime="litert")
-            self._litert = LiteRTClassifier(Path(selection.model_file or ""), info, threads=threads)
+            count, each = pool_shape(interpreters, threads)  # built in its serving shape: no reshaping
+            self._litert = LiteRTClassifier(Path(selection.model_file or ""), info, threads=each, interpreters=count)
             return info
         except Exception as exc:  # a damaged cache must never stop a version from loading
             logger.warning("cached LiteRT model %s unusable (%s); selecting the runtime again",
