@@ -40,6 +40,9 @@ _STATUS_RE = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/lab
                         re.IGNORECASE)
 _V1_RE = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 
+LINGER_S = 2.0  # after refusing a request mid-body: how long, and how much, of the rest to discard
+LINGER_BYTES = 8 << 20
+
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
@@ -250,11 +253,28 @@ class _Handler(BaseHTTPRequestHandler):
                                "(--rest_api_max_body_bytes)")
         return self._read_exact(n, deadline)
 
+    def _discard_rest_of_request(self) -> None:
+        """After refusing a request mid-body: close our side and throw away what the client is still
+        sending (at most LINGER_BYTES for LINGER_S), so it can finish its send and read the error;
+        closing at once would reset the connection under a client still writing (a lingering close)."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.25)
+            deadline, drained = time.monotonic() + LINGER_S, 0
+            while drained < LINGER_BYTES and time.monotonic() < deadline:
+                chunk = self.connection.recv(1 << 16)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:  # the client went away or stopped sending: nothing more to do
+            pass
+
     def _dispatch(self) -> None:
         try:
             body = self._body() if self.command in ("POST", "PUT", "PATCH") else b""
         except _Reject as exc:
             self._send(exc.status, "application/json", rest_json.error_json(exc.message).encode(), close=True)
+            self._discard_rest_of_request()
             return
         except (socket.timeout, TimeoutError, ConnectionError):
             self.close_connection = True
