@@ -90,9 +90,13 @@ def test_staged_rollout_halts_and_rolls_back_then_completes(
     for device, version in (("gate-01", 1), ("gate-02", 1), ("gate-03", 6)):
         doc = latest_retained(recorder, f"edge/{device}/model")
         assert doc["serving"]["version"] == version and d2 in doc["bad"], (device, doc)
-    rolled = [m.topic.split("/")[1] for m in recorder.messages("edge/+/events")
-              if json.loads(m.payload)["event"] == "model_rolled_back"]
-    assert sorted(rolled) == ["gate-01", "gate-02"]
+    def rolled_back() -> list[str]:
+        return sorted(m.topic.split("/")[1] for m in recorder.messages("edge/+/events")
+                      if json.loads(m.payload)["event"] == "model_rolled_back")
+
+    # the device publishes its retained model state (what `fleet deploy` waits on) just before the event
+    wait_until(lambda: len(rolled_back()) >= 2, 30, message="both model_rolled_back events")
+    assert rolled_back() == ["gate-01", "gate-02"]
     switched = [m.topic.split("/")[1] for m in recorder.messages("edge/+/events")
                 if json.loads(m.payload)["event"] == "model_switched" and json.loads(m.payload)["digest"] == d2]
     assert sorted(switched) == ["gate-01", "gate-02"]
