@@ -51,19 +51,49 @@ def raw_rates(classifier, sizes: tuple[int, ...], seconds: float, rounds: int = 
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
-def raw_parallel_rate(classifier, seconds: float, rounds: int = 2) -> float:
-    """Median img/s of `classifier.concurrency` threads each classifying preprocessed single images,
-    the way the gateway's inference threads drive a pool of interpreters."""
+def jpeg_packets(video: Path, count: int = 30) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """The first `count` undecoded JPEG packets of an MJPEG video and its (width, height)."""
+    capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    try:
+        if not capture.set(cv2.CAP_PROP_FORMAT, -1):
+            raise RuntimeError(f"{video}: packets cannot be read undecoded (not MJPEG?)")
+        packets = []
+        while len(packets) < count:
+            ok, packet = capture.read()
+            if not ok:
+                break
+            packets.append(packet.reshape(-1))
+    finally:
+        capture.release()
+    first = cv2.imdecode(packets[0], cv2.IMREAD_COLOR)
+    return packets, (int(first.shape[1]), int(first.shape[0]))
+
+
+def raw_parallel_rate(classifier, seconds: float, rounds: int = 2, video: Path | None = None) -> float:
+    """Median img/s of `classifier.concurrency` threads each classifying single images, the way the
+    gateway's inference threads drive a pool of interpreters: preprocessed random images, or with
+    `video` (MJPEG) each image decoded from the video's JPEG packets (at the reduced scale the
+    gateway would use) and preprocessed first, the least work a camera frame needs on this CPU."""
+    from camera.decode import decode_packet
     from edge.preprocess import FramePreprocessor
 
     info = classifier.info.image_input
-    pre = FramePreprocessor(info, classifier.info.metadata.preprocess)
+    pre = FramePreprocessor(info, classifier.info.metadata.preprocess, fast_resize=True)  # as the pipeline's
     rng = np.random.default_rng(0)
     threads = max(1, int(getattr(classifier, "concurrency", 1)))
     images = [pre.batch_to_input(rng.integers(0, 255, (1, info.height, info.width, info.channels), dtype=np.uint8))
               for _ in range(threads)]
-    for image in images:
-        classifier.classify(image)
+    packets, native = jpeg_packets(video) if video is not None else ([], (0, 0))
+
+    def one_image(index: int, turn: int) -> np.ndarray:
+        if not packets:
+            return images[index]
+        decoded = decode_packet(packets[turn % len(packets)], native, pre.min_source_size)
+        assert decoded is not None, "an unreadable packet in the bench video"
+        return pre.batch_to_input(pre.to_model_pixels(decoded[0])[None])
+
+    for index in range(threads):
+        classifier.classify(one_image(index, 0))
     samples: list[float] = []
     for _ in range(rounds):
         counts = [0] * threads
@@ -71,7 +101,7 @@ def raw_parallel_rate(classifier, seconds: float, rounds: int = 2) -> float:
 
         def loop(index: int) -> None:
             while time.perf_counter() < deadline:
-                classifier.classify(images[index])
+                classifier.classify(one_image(index, counts[index]))
                 counts[index] += 1
 
         started = time.perf_counter()

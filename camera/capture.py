@@ -19,20 +19,23 @@ it, and only then decodes it (sources with `grab()`/`retrieve()`; see camera.sou
 reduced JPEG scale when `settings.decode` and the size needed allow, see camera.decode), resizes it to
 `settings.size`, and runs the consumer's optional transform on each ROI crop (`set_transform`), so
 the expensive per-frame work runs here, in parallel across cameras, and never for dropped frames.
+While the consumer is behind (a publish found the slot still full), an MJPEG frame is published as
+its undecoded packet instead, and take() does that work for the frame it returns: above capacity
+only the frames that are taken get decoded (camera.decode.DecodeDeferral).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from camera.decode import KeptFrame, decode_kept
-from camera.frames import Frame, FrameTransform, crop_regions
+from camera.decode import DecodeDeferral, DeferredFrame, KeptFrame, decode_deferred, decode_kept
+from camera.frames import Frame, FrameTransform, RegionTransform
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source
 from camera.stats import CameraStats, FpsLimiter, RateMeter
@@ -81,11 +84,13 @@ class CameraCapture:
         self._restart_requested = threading.Event()
         self._thread: threading.Thread | None = None
         self._limiter = FpsLimiter(settings.target_fps)
-        self._transform: FrameTransform | None = settings.transform
-        self._transform_failing = False
+        self._transform = RegionTransform(settings.name, settings.rois, settings.transform)
+        self._deferral = DecodeDeferral()
         # Guarded by _lock:
         self._state = "stopped"
-        self._slot: Frame | None = None
+        self._slot: Frame | DeferredFrame | None = None
+        self._frames_decoded = 0
+        self._decoded_on_take = 0
         self._frames_read = 0
         self._frames_processed = 0
         self._frames_skipped = 0
@@ -150,27 +155,48 @@ class CameraCapture:
     def set_transform(self, transform: FrameTransform | None) -> None:
         """Run `transform` on every frame kept from now on (None: no transform). Frames already in
         the slot keep the pixels and tag of the transform that made them."""
-        if transform is not None and (not callable(transform) or not hasattr(transform, "tag")):
-            raise TypeError("transform must be callable and have a `tag` (see camera.FrameTransform)")
-        self._transform = transform
-        self._transform_failing = False
+        self._transform.set(transform)
 
     @property
     def transform(self) -> FrameTransform | None:
-        return self._transform
+        return self._transform.current
 
     def take(self, timeout_s: float = 0.0) -> Frame | None:
-        """Return the newest frame not yet taken, waiting up to `timeout_s` for one; None if none."""
+        """Return the newest frame not yet taken, waiting up to `timeout_s` for one; None if none.
+        A frame left undecoded (the consumer was behind) is decoded and transformed here, in the
+        caller's thread; if that fails it is counted as skipped and None is returned."""
         with self._slot_changed:
             if timeout_s > 0:
                 self._slot_changed.wait_for(
                     lambda: self._slot is not None or self._state == "stopped", timeout=timeout_s
                 )
-            frame, self._slot = self._slot, None
-            if frame is not None:
-                self._frames_processed += 1
-                self._processed_rate.add(time.monotonic())
-            return frame
+            item, self._slot = self._slot, None
+            if not isinstance(item, DeferredFrame):
+                if item is not None:
+                    self._frames_processed += 1
+                    self._processed_rate.add(time.monotonic())
+                return item
+        return self._decode_taken(item)
+
+    def _decode_taken(self, deferred: DeferredFrame) -> Frame | None:
+        try:
+            kept = decode_deferred(deferred, self.settings, self._transform.current)
+        except Exception as exc:  # the capture thread's decoder takes over and handles such packets
+            self._deferral.disable()
+            logger.warning("camera %s: frame %d skipped: %s", self.name, deferred.number, exc)
+            self._count_skipped(time.monotonic())
+            return None
+        if kept.scale == 1 and kept.decoded != deferred.native:
+            self._deferral.disable()  # the source changed its resolution: let the capture's decoder relearn it
+        pixels, tag = self._transform.apply(kept.image)
+        with self._lock:
+            self._resolution, self._decoded = kept.resolution, kept
+            self._frames_decoded += 1
+            self._decoded_on_take += 1
+            self._frames_processed += 1
+            self._processed_rate.add(time.monotonic())
+        return Frame(self.name, deferred.number, kept.image, deferred.captured_wall, deferred.captured_mono,
+                     pixels, tag)
 
     @property
     def state(self) -> str:
@@ -199,6 +225,8 @@ class CameraCapture:
                 last_error=self._last_error,
                 decoded_resolution=None if self._decoded is None else self._decoded.decoded,
                 decode_scale=None if self._decoded is None else self._decoded.scale,
+                frames_decoded=self._frames_decoded,
+                decoded_on_take=self._decoded_on_take,
             )
 
     # ----------------------------------------------------------------- capture thread
@@ -274,6 +302,8 @@ class CameraCapture:
         last_good = time.monotonic()
         grab, retrieve = getattr(source, "grab", None), getattr(source, "retrieve", None)
         split = callable(grab) and callable(retrieve)  # decode only the frames the limiter keeps
+        take_packet = getattr(source, "take_jpeg_packet", None) if split else None
+        self._deferral.reset()
         while True:
             if self._stopping.is_set():
                 return _ConnectionEnd(reason="stopped", had_frames=had_frames, stopped=True)
@@ -308,12 +338,15 @@ class CameraCapture:
             number = self._admit(now)
             if number is None:
                 continue  # decimated by target_fps: counted as skipped, never decoded
+            if self._deferral.active and callable(take_packet) and (taken := take_packet()) is not None:
+                self._publish(DeferredFrame(number, taken[0], taken[1], time.time(), now))
+                continue  # the consumer is behind: whoever takes this frame decodes it
             try:  # split: decode now (at a reduced JPEG scale when that suffices); then resize to size
-                kept = decode_kept(source, None if split else image, self.settings, self._transform)
+                kept = decode_kept(source, None if split else image, self.settings, self._transform.current)
             except Exception as exc:
                 self._count_skipped(now)
                 return _ConnectionEnd(reason=f"unusable frame: {exc}", had_frames=had_frames)
-            pixels, tag = self._transform_frame(kept.image)
+            pixels, tag = self._transform.apply(kept.image)
             self._publish(Frame(self.name, number, kept.image, time.time(), now, pixels, tag), kept)
             if not had_frames:
                 had_frames = True
@@ -336,30 +369,18 @@ class CameraCapture:
             self._frames_skipped += 1
             self._skipped_rate.add(now_mono)
 
-    def _transform_frame(self, image: np.ndarray) -> tuple[tuple[np.ndarray, ...] | None, Hashable | None]:
-        """The consumer's transform on each region of `image`, or (None, None) without one or on error
-        (the consumer then does the work itself)."""
-        transform = self._transform
-        if transform is None:
-            return None, None
-        try:
-            pixels = tuple(transform(region) for _, region in crop_regions(image, self.settings.rois))
-        except Exception as exc:
-            if not self._transform_failing:
-                self._transform_failing = True
-                logger.warning("camera %s: frame transform failed (%s); publishing frames without pixels",
-                               self.name, exc)
-            return None, None
-        return pixels, transform.tag
-
-    def _publish(self, frame: Frame, kept: KeptFrame) -> None:
+    def _publish(self, item: Frame | DeferredFrame, kept: KeptFrame | None = None) -> None:
         with self._lock:
-            self._resolution, self._decoded = kept.resolution, kept
-            if self._slot is not None:  # the consumer never took it: newest frame wins
+            if kept is not None:
+                self._resolution, self._decoded = kept.resolution, kept
+                self._frames_decoded += 1
+            slot_was_full = self._slot is not None
+            if slot_was_full:  # the consumer never took it: newest frame wins
                 self._frames_skipped += 1
-                self._skipped_rate.add(frame.captured_mono)
-            self._slot = frame
+                self._skipped_rate.add(item.captured_mono)
+            self._slot = item
             self._slot_changed.notify_all()
+        self._deferral.published(slot_was_full)
         if self._frame_ready is not None:
             self._frame_ready.set()
 

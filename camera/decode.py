@@ -7,9 +7,15 @@ high-frequency DCT work), which is much cheaper than a full decode followed by a
 
 `decode_kept` is the capture thread's decode step for a frame the fps limiter kept;
 `needed_size(settings, transform)` says how large a camera's frames must be decoded (None: full);
-`choose_scale` picks the smallest scale that still gives at least that; `JpegDecoder` decodes
-MJPEG packets that way, learning the source's native size from the first (full) decode of each
-connection and falling back to a full decode whenever a reduced one fails or surprises it.
+`choose_scale` picks the smallest scale that still gives at least that; `decode_packet` decodes
+one JPEG packet that way, falling back to a full decode whenever a reduced one fails or surprises
+it; `JpegDecoder` does so for one connection, learning the source's native size from its first
+(full) decode.
+
+Above capacity most kept frames are overwritten in the camera's slot before anyone takes them, so
+decoding them is wasted work. `DecodeDeferral` notices that (a publish found the slot still full)
+and then has the capture publish undecoded packets (`DeferredFrame`), which `decode_deferred`
+decodes for whoever takes them: only the frames that are classified get decoded.
 """
 from __future__ import annotations
 
@@ -94,23 +100,35 @@ class JpegDecoder:
     def decode(self, packet: np.ndarray) -> np.ndarray | None:
         """BGR pixels of one JPEG packet (1-D uint8), or None when libjpeg cannot read it."""
         native = self.native_size
-        scale = choose_scale(native, self.min_size)
-        if scale > 1 and native is not None:
-            image = cv2.imdecode(packet, _FLAGS[scale])
-            if image is not None and (image.shape[1], image.shape[0]) == scaled_size(native, scale):
-                self.scale = scale
-                self.reduced_decodes += 1
-                return image
-            # unreadable at this scale, or the source changed its resolution: a full decode tells
-        image = cv2.imdecode(packet, cv2.IMREAD_COLOR)
-        if image is not None:
-            size = (int(image.shape[1]), int(image.shape[0]))
-            if native is not None and size != native:
-                logger.info("JPEG stream changed from %dx%d to %dx%d", *native, *size)
-            self.native_size = size
-            self.scale = 1
-            self.full_decodes += 1
+        decoded = decode_packet(packet, native, self.min_size)
+        if decoded is None:
+            return None
+        image, self.scale = decoded
+        if self.scale > 1:
+            self.reduced_decodes += 1
+            return image
+        size = (int(image.shape[1]), int(image.shape[0]))
+        if native is not None and size != native:
+            logger.info("JPEG stream changed from %dx%d to %dx%d", *native, *size)
+        self.native_size = size
+        self.full_decodes += 1
         return image
+
+
+def decode_packet(packet: np.ndarray, native: tuple[int, int] | None,
+                  needed: tuple[int, int] | None) -> tuple[np.ndarray, int] | None:
+    """(BGR image, scale) of one JPEG packet (1-D uint8) decoded at the smallest scale that still
+    gives `needed` from a `native`-sized source; a full decode (scale 1) when no reduced one does,
+    when the reduced decode fails or when its size shows the source is no longer `native`-sized.
+    None when libjpeg cannot read the packet at all."""
+    scale = choose_scale(native, needed)
+    if scale > 1 and native is not None:
+        image = cv2.imdecode(packet, _FLAGS[scale])
+        if image is not None and (image.shape[1], image.shape[0]) == scaled_size(native, scale):
+            return image, scale
+        # unreadable at this scale, or the source changed its resolution: a full decode tells
+    image = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+    return None if image is None else (image, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,8 +152,70 @@ def decode_kept(source: Any, image: np.ndarray | None, settings: CaptureSettings
         image = source.retrieve()
         if image is None:
             raise ValueError("the frame could not be decoded")
+    scale = getattr(source, "decode_scale", 1)
+    return _kept(image, settings, getattr(source, "native_size", None), scale if isinstance(scale, int) else 1)
+
+
+def _kept(image: np.ndarray, settings: CaptureSettings, native: tuple[int, int] | None, scale: int) -> KeptFrame:
     decoded = (int(image.shape[1]), int(image.shape[0]))
     resized = resize_to(as_bgr(image), settings.size)
-    native = getattr(source, "native_size", None)
-    scale = getattr(source, "decode_scale", 1)
-    return KeptFrame(resized, settings.size or native or decoded, decoded, scale if isinstance(scale, int) else 1)
+    return KeptFrame(resized, settings.size or native or decoded, decoded, scale)
+
+
+@dataclass(frozen=True, eq=False)
+class DeferredFrame:
+    """A kept frame published as its undecoded JPEG packet; decoded by whoever takes it."""
+
+    number: int
+    packet: np.ndarray  # 1-D uint8, owned (OpenCV returns a fresh array per read)
+    native: tuple[int, int]  # the source's (width, height) when the packet was grabbed
+    captured_wall: float
+    captured_mono: float
+
+
+def decode_deferred(frame: DeferredFrame, settings: CaptureSettings, transform: Any) -> KeptFrame:
+    """Decode a deferred packet for the camera's current transform and resize it to settings.size
+    (as `decode_kept` would have). Raises ValueError when libjpeg cannot read it."""
+    decoded = decode_packet(frame.packet, frame.native, needed_size(settings, transform))
+    if decoded is None:
+        raise ValueError("the JPEG packet could not be decoded")
+    image, scale = decoded
+    native = frame.native if scale > 1 else (int(image.shape[1]), int(image.shape[0]))
+    return _kept(image, settings, native, scale)
+
+
+class DecodeDeferral:
+    """Decides, for each kept frame, whether the capture thread decodes it now or defers the decode
+    to whoever takes it. Used by the capture thread only.
+
+    Deferral starts when a publish finds the slot still holding an untaken frame (the consumer is
+    behind, so most frames will be overwritten undecoded) and stops after `hold` publishes in a
+    row found the slot empty (the consumer keeps up again; decoding in the capture thread then
+    takes the work off the consumer's path). `disable()` stops it for the rest of the connection
+    (a deferred packet failed to decode, or showed a new resolution: the capture's own decoder
+    then handles the next frames and relearns).
+    """
+
+    def __init__(self, hold: int = 8) -> None:
+        self.hold = hold
+        self._left = 0
+        self._disabled = False
+
+    def reset(self) -> None:
+        """A new connection: decode in the capture thread until the consumer falls behind."""
+        self._left = 0
+        self._disabled = False
+
+    def disable(self) -> None:
+        self._left = 0
+        self._disabled = True
+
+    @property
+    def active(self) -> bool:
+        return self._left > 0 and not self._disabled
+
+    def published(self, slot_was_full: bool) -> None:
+        if slot_was_full and not self._disabled:
+            self._left = self.hold
+        elif self._left > 0:
+            self._left -= 1

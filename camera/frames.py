@@ -107,3 +107,40 @@ def crop_regions(image: np.ndarray, rois: Sequence[Roi]) -> list[tuple[str | Non
             )
         crops.append((roi.name, image[top:bottom, left:right]))
     return crops
+
+
+class RegionTransform:
+    """A camera's current consumer transform, run on each region of a frame.
+
+    A failing transform is logged once (until it works again or is replaced) and gives no pixels,
+    so the consumer does the work itself.
+    """
+
+    def __init__(self, camera: str, rois: Sequence[Roi], transform: FrameTransform | None) -> None:
+        self._camera = camera
+        self._rois = rois
+        self.current: FrameTransform | None = None
+        self._failing = False
+        self.set(transform)
+
+    def set(self, transform: FrameTransform | None) -> None:
+        if transform is not None and (not callable(transform) or not hasattr(transform, "tag")):
+            raise TypeError("transform must be callable and have a `tag` (see camera.FrameTransform)")
+        self.current = transform
+        self._failing = False
+
+    def apply(self, image: np.ndarray) -> tuple[tuple[np.ndarray, ...] | None, Hashable | None]:
+        """(the transform's output per region, its tag), or (None, None) without one or on error."""
+        transform = self.current
+        if transform is None:
+            return None, None
+        try:
+            pixels = tuple(transform(region) for _, region in crop_regions(image, self._rois))
+        except Exception as exc:
+            if not self._failing:
+                self._failing = True
+                logger.warning("camera %s: frame transform failed (%s); publishing frames without pixels",
+                               self._camera, exc)
+            return None, None
+        self._failing = False
+        return pixels, transform.tag

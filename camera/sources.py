@@ -108,6 +108,16 @@ class _Grabber:
             return self._packet is not None
         return bool(self._capture.grab())
 
+    def take_jpeg_packet(self) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The last grabbed frame as its undecoded JPEG packet and the source's native size, instead of
+        retrieve(); None (the frame stays for retrieve) unless packets are read raw and a full decode
+        has already given the native size."""
+        native = self.jpeg.native_size
+        if not self.raw or native is None or self._packet is None:
+            return None
+        packet, self._packet = self._packet, None
+        return packet.reshape(-1), native
+
     def retrieve(self) -> np.ndarray | None:
         if self.raw:
             packet, self._packet = self._packet, None
@@ -139,6 +149,10 @@ class _GrabbingSource:
 
     def read(self) -> np.ndarray | None:
         return self.retrieve() if self.grab() else None
+
+    def take_jpeg_packet(self) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The last grabbed frame undecoded (JPEG packet, native size) when the codec allows, else None."""
+        return self._grabber.take_jpeg_packet()
 
     def decode_at_least(self, size: tuple[int, int] | None) -> None:
         """Let retrieve() decode JPEG frames down to `size` (width, height); None: full size."""

@@ -80,6 +80,8 @@ class CameraStats:
     - decoded_resolution: (width, height) the last kept frame was decoded at, before any resize
       (smaller than the source's when an MJPEG source is decoded at a reduced JPEG scale)
     - decode_scale: 1, 2, 4 or 8: the last kept frame was decoded at 1/decode_scale of the source's size
+    - frames_decoded: kept frames decoded (by the capture thread, or by take() for frames left
+      undecoded while the consumer was behind); decoded_on_take: how many of those take() decoded
     - uri: the configured URI with any password shown as ***
     """
 
@@ -98,6 +100,8 @@ class CameraStats:
     last_error: str | None
     decoded_resolution: tuple[int, int] | None = None
     decode_scale: int | None = None
+    frames_decoded: int = 0
+    decoded_on_take: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (resolution as [w, h], rates rounded to 0.01)."""
@@ -117,4 +121,6 @@ class CameraStats:
             "last_error": self.last_error,
             "decoded_resolution": None if self.decoded_resolution is None else list(self.decoded_resolution),
             "decode_scale": self.decode_scale,
+            "frames_decoded": self.frames_decoded,
+            "decoded_on_take": self.decoded_on_take,
         }

@@ -201,14 +201,16 @@ def test_camera_stats_as_dict_is_json() -> None:
         name="door", state="online", uri="rtsp://a:***@h/x", camera_fps=9.87654, process_fps=1.0,
         skipped_fps=8.87654, reconnects=2, last_frame_age_s=0.0123456, frames_read=10, frames_processed=1,
         frames_skipped=9, resolution=(320, 240), last_error=None, decoded_resolution=(160, 120), decode_scale=2,
+        frames_decoded=3, decoded_on_take=1,
     )
     decoded = json.loads(json.dumps(stats.as_dict()))
     assert decoded["resolution"] == [320, 240]
     assert decoded["decoded_resolution"] == [160, 120] and decoded["decode_scale"] == 2
     assert decoded["camera_fps"] == 9.88
     assert decoded["last_frame_age_s"] == 0.012
+    assert decoded["frames_decoded"] == 3 and decoded["decoded_on_take"] == 1
     assert set(decoded) == {
         "name", "state", "uri", "camera_fps", "process_fps", "skipped_fps", "reconnects", "last_frame_age_s",
         "frames_read", "frames_processed", "frames_skipped", "resolution", "last_error", "decoded_resolution",
-        "decode_scale",
+        "decode_scale", "frames_decoded", "decoded_on_take",
     }

@@ -1,10 +1,11 @@
 """Structural guarantees with real capture threads on real video files (no timing is asserted).
 
-- the model's preprocessing runs in the capture threads, once per kept frame, and the inference
-  thread redoes none of it;
+- the model's preprocessing runs through the capture's transform, once per decoded frame (in the
+  capture thread, or in take() for a frame left undecoded while the pipeline is behind), and the
+  pipeline redoes none of it;
 - frames the fps limiter drops are grabbed but never decoded;
 - above capacity nothing queues: the slots drop frames (counted as skipped), fairly across cameras,
-  and every queue stays within its bound.
+  every queue stays within its bound, and most dropped frames are never decoded.
 The classifier is a counting stand-in (tests/test_pipeline_perf.py says why); the real models run
 in tests/test_gateway_e2e.py.
 """
@@ -98,7 +99,10 @@ def test_overloaded_pipeline_preprocesses_in_capture_threads_drops_fairly_and_qu
     assert pipeline.pixels_redone == 0
     assert pipeline.pixels_reused == classifier.images == pipeline.frames_classified
     transform_calls = sum(c.counting.calls for c in cams)
-    assert classifier.images <= transform_calls <= sum(s.frames_read for s in stats)
+    decoded = sum(s.frames_decoded for s in stats)
+    assert classifier.images <= transform_calls == decoded
+    assert sum(s.decoded_on_take for s in stats) > 0
+    assert decoded * 2 < sum(s.frames_read for s in stats)  # frames overwritten undecoded in the slots
     assert all(len(batch) == 1 for batch in classifier.batches)  # the classifier's preferred batch size
     assert len(sink.messages) == pipeline.frames_classified
 
