@@ -122,47 +122,6 @@ def test_batcher_skips_a_camera_until_its_items_are_done() -> None:
     assert again[0].frame.number == first[0].frame.number + 1
 
 
-class DecodingCamera(EndlessCamera):
-    """take() blocks until released, like a capture decoding a deferred frame for its caller."""
-
-    def __init__(self, name: str, colour: tuple[int, int, int]) -> None:
-        super().__init__(name, colour)
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.takes = 0
-
-    def take(self, timeout_s: float = 0.0) -> Frame | None:
-        self.takes += 1
-        self.entered.set()
-        assert self.release.wait(10.0)
-        return super().take(timeout_s)
-
-
-def test_a_take_that_decodes_does_not_hold_up_other_threads_or_let_its_camera_be_taken_twice() -> None:
-    slow, fast = DecodingCamera("slow", (255, 0, 0)), EndlessCamera("fast", (0, 255, 0))
-    batcher = FrameBatcher([slow, fast], threading.Event(), max_batch_size=1, max_wait_s=0.0)
-    stop = threading.Event()
-    got: list = []
-    first = threading.Thread(target=lambda: got.append(batcher.next_batch(stop)))
-    first.start()
-    try:
-        assert slow.entered.wait(10.0)  # the first thread is inside slow.take(), decoding
-        other = batcher.next_batch(stop, idle_timeout_s=1.0)  # meanwhile this thread gets a batch ...
-        assert [i.frame.camera for i in other] == ["fast"]
-        batcher.done(other)
-        other = batcher.next_batch(stop, idle_timeout_s=1.0)
-        assert [i.frame.camera for i in other] == ["fast"]  # ... and never visits the camera being taken
-        assert slow.takes == 1
-    finally:
-        slow.release.set()
-        first.join(10.0)
-    assert [i.frame.camera for i in got[0]] == ["slow"]
-    assert batcher.next_batch(stop, idle_timeout_s=0.05) == []  # both busy until done
-    batcher.done(got[0])
-    batcher.done(other)
-    assert len(batcher.next_batch(stop, idle_timeout_s=1.0)) == 1
-
-
 def test_two_threads_classify_side_by_side_and_keep_camera_order(colour_tflite: Path,
                                                                  colour_model_store: Path) -> None:
     from edge.serving.litert import LiteRTClassifier

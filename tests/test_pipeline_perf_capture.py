@@ -179,3 +179,45 @@ def test_mjpeg_files_are_read_as_packets_and_decoded_only_on_retrieve(video_file
         assert frames == 5 and source.ended
     finally:
         source.close()
+
+
+class TwoCallClassifier(CountingClassifier):
+    """The counting stand-in, taking two calls at once (as a pool of two interpreters does)."""
+
+    concurrency = 2
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+
+    def classify(self, batch):
+        with self._lock:
+            return super().classify(batch)
+
+
+@pytest.mark.parametrize("cameras", [1, 2])
+def test_a_few_cameras_below_capacity_on_two_threads_have_every_frame_classified(video_file_factory,
+                                                                                  cameras: int) -> None:
+    """Two inference threads and fewer cameras than threads: an idle thread waiting for frames must
+    never hold up the one taking a frame (a stall of the batcher's idle timeout per frame would
+    classify a few frames per second out of 30)."""
+    video = video_file_factory(size=(320, 240), fps=30.0, count=30)
+    ready = threading.Event()
+    cams = [CameraCapture(CaptureSettings(name=f"cam{i}", uri=str(video)), frame_ready=ready) for i in range(cameras)]
+    classifier = TwoCallClassifier(preferred_batch_size=1)
+    publisher = ResultPublisher(ListSink(), "dev", k=1, queue_batches=4)
+    pipeline = InferencePipeline(FrameBatcher(cams, ready, 8, 0.005), classifier, publisher.submit)
+    publisher.start()
+    pipeline.start()
+    try:
+        for cam in cams:
+            cam.start()
+        wait_until(lambda: pipeline.workers == 2 and all(c.stats().frames_read >= 45 for c in cams))
+        stats = [c.stats() for c in cams]
+    finally:
+        pipeline.stop()
+        for cam in cams:
+            cam.stop()
+        publisher.stop()
+    for s in stats:  # a 30 fps camera and a classifier taking microseconds: frames are taken, not overwritten
+        assert s.frames_processed >= 0.8 * s.frames_read, s
