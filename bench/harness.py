@@ -168,10 +168,13 @@ class GatewayRun:
 
 
 def run_gateway(*, name: str, work: Path, port: int, video: Path, store: Path, model: str, cameras: int,
-                camera_fps: float, window_s: float, serving: str, warmup_s: float = 4.0) -> GatewayRun:
-    """Start edge-gateway with `cameras` file cameras (30 fps, real time), count results for window_s."""
-    cams = "\n".join(f'[[cameras]]\nname = "cam{i}"\nsource = "{video}"\nfps = {camera_fps:.3f}\n'
-                     for i in range(cameras))
+                camera_fps: float, window_s: float, serving: str, warmup_s: float = 4.0,
+                sources: list[str] | None = None) -> GatewayRun:
+    """Start edge-gateway with `cameras` file cameras (30 fps, real time), or the given camera
+    `sources` (URIs), and count results for window_s."""
+    uris = sources if sources is not None else [str(video)] * cameras
+    cams = "\n".join(f'[[cameras]]\nname = "cam{i}"\nsource = "{uri}"\nfps = {camera_fps:.3f}\n'
+                     for i, uri in enumerate(uris[:cameras]))
     config = work / f"{name}.toml"
     config.write_text(
         f'device_id = "bench"\n{cams}\n[model]\nname = "{model}"\nstore = "{store}"\n'

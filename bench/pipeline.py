@@ -17,7 +17,11 @@ and the demo EfficientNet-Lite0:
    file read as fast as it goes) (goal >= 3);
 3. p50/p99 capture->publish latency (results' latency_ms.total) with 30 fps cameras offering 50%
    and 80% of the measured capacity, as multiples of one batch's inference time (results'
-   latency_ms.inference, median) (goal p99 <= 3x), with capture->inference start beside it;
+   latency_ms.inference, median) (goal p99 <= 3x), with capture->inference start beside it; once
+   with free-running IP cameras (bench/ip_cameras.py: MJPEG over HTTP, each on its own clock, so
+   frames arrive spread over the frame interval as real cameras' do) and once with the file
+   cameras, which deliver their frames in step (every camera's frame in the same millisecond, the
+   worst case: N frames queue behind each other on the inference threads every interval);
 4. peak RSS of the gateway in embedded-LiteRT mode and in tfserving-client mode, 2 cameras (goal <= 250 MB
    for the latter);
 5. bench/swap.py: frames lost during model swaps (must be 0) and the p99 ratio during swaps.
@@ -43,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.harness import (  # noqa: E402
     GatewayRun, naive_client, percentile, raw_parallel_rate, raw_rates, run_gateway, run_swap_bench,
     start_model_server, wait_model_server)
+from bench.ip_cameras import IpCameraServer  # noqa: E402
 from edge.models.store import ModelStore  # noqa: E402
 from tools.loopback import free_port, start_mosquitto, stop_pid  # noqa: E402
 
@@ -94,9 +99,10 @@ def model_section(model: str, store: Path, video: Path, work: Path, broker: int,
                   naive_s: float, rss_tfserving: bool, lite: object, best_raw: float) -> dict:
     out: dict = {"e2e": {}, "latency": {}}
 
-    def gateway(name: str, cameras: int, camera_fps: float = 0) -> GatewayRun:
+    def gateway(name: str, cameras: int, camera_fps: float = 0, sources: list[str] | None = None) -> GatewayRun:
         return run_gateway(name=f"{model}-{name}", work=work, port=broker, video=video, store=store, model=model,
-                           cameras=cameras, camera_fps=camera_fps, window_s=window, serving=LITERT_SERVING)
+                           cameras=cameras, camera_fps=camera_fps, window_s=window, serving=LITERT_SERVING,
+                           sources=sources)
 
     for cams in (1, 2, 4):
         out["e2e"][cams] = gateway(f"{cams}cam", cams)
@@ -110,7 +116,15 @@ def model_section(model: str, store: Path, video: Path, work: Path, broker: int,
     for fraction in (0.5, 0.8):
         target = fraction * capacity
         cams = max(1, math.ceil(target / SOURCE_FPS))
-        out["latency"][fraction] = (target, cams, gateway(f"lat{int(fraction * 100)}", cams, target / cams))
+        ip_cameras = IpCameraServer(video, cams, SOURCE_FPS)
+        ip_cameras.start()
+        try:
+            free = gateway(f"lat{int(fraction * 100)}-ip", cams, target / cams, [ip_cameras.uri(i) for i in range(cams)])
+        finally:
+            ip_cameras.stop()
+        out["latency"][fraction] = (target, cams, {
+            "free-running IP cameras": free,
+            "file cameras in step": gateway(f"lat{int(fraction * 100)}", cams, target / cams)})
     server_port = free_port()
     server = start_model_server(work, store, model, server_port)
     try:
@@ -159,13 +173,14 @@ def print_table(models: list[str], raw: dict[str, dict[str, float]], sections: d
         naive = section["naive"]
         row("naive tutorial client (make_tensor_proto, gRPC, 1/frame)", f"{naive:.1f}", "fps",
             f"{cap.fps / naive:.2f}", ">= 3: gateway at capacity / naive")
-        for fraction, (offered, cams, run) in section["latency"].items():
-            batch_ms = statistics.median(run.inference_ms) if run.inference_ms else float("nan")
-            p50, p99 = percentile(run.latency_ms, 50), percentile(run.latency_ms, 99)
-            row(f"latency @{int(fraction * 100)}% of capacity ({cams} cams, {offered:.0f} fps), p50/p99",
-                f"{p50:.0f}/{p99:.0f}", "ms", f"{p99 / batch_ms:.2f}",
-                f"p99 <= 3x one batch ({batch_ms:.1f} ms); p50 {p50 / batch_ms:.2f}x; capture->inference "
-                f"p50/p99 {percentile(run.to_inference_ms, 50):.0f}/{percentile(run.to_inference_ms, 99):.0f} ms")
+        for fraction, (offered, cams, runs) in section["latency"].items():
+            for kind, run in runs.items():
+                batch_ms = statistics.median(run.inference_ms) if run.inference_ms else float("nan")
+                p50, p99 = percentile(run.latency_ms, 50), percentile(run.latency_ms, 99)
+                row(f"latency @{int(fraction * 100)}% ({cams} {kind}, {offered:.0f} fps), p50/p99",
+                    f"{p50:.0f}/{p99:.0f}", "ms", f"{p99 / batch_ms:.2f}",
+                    f"p99 <= 3x one batch ({batch_ms:.1f} ms); p50 {p50 / batch_ms:.2f}x; capture->inference "
+                    f"p50/p99 {percentile(run.to_inference_ms, 50):.0f}/{percentile(run.to_inference_ms, 99):.0f} ms")
         row("peak RSS, gateway embedded LiteRT, 2 cameras", f"{section['e2e'][2].rss_max_mb:.0f}", "MB", "")
         if "tfserving" in section:
             tfs: GatewayRun = section["tfserving"]
