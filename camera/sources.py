@@ -11,7 +11,7 @@ Reading is split in two, `grab()` (take the next frame off the source) and `retr
 into BGR pixels), so a capture decimating to a lower fps never decodes the frames it drops. For
 MJPEG sources (files, MJPEG over HTTP, V4L2 MJPG) the capture asks OpenCV for the undecoded JPEG
 packets (`CAP_PROP_FORMAT = -1`): `grab()` is then only demuxing (~0.02 ms for a 720p frame against
-~2 ms for a decode) and `retrieve()` decodes with libjpeg-turbo (`cv2.imdecode`). Other codecs decode
+~1-1.5 ms for a decode) and `retrieve()` decodes with libjpeg-turbo (camera.decode). Other codecs decode
 in `grab()` (FFmpeg must, to keep its reference frames) and skip only the colour conversion.
 
 JPEG packets may be decoded smaller than the source (camera.decode): before `retrieve()` the

@@ -17,7 +17,7 @@ import pytest
 
 import camera.capture
 from camera import CameraCapture, CaptureSettings, Frame, Roi
-from camera.decode import JpegDecoder, choose_scale, needed_size, scaled_size
+from camera.decode import JpegDecoder, choose_scale, decode_packet, needed_size, scaled_size
 from edge.models.metadata import PreprocessSpec
 from edge.preprocess import FramePreprocessor
 from edge.serving.base import ImageInput
@@ -122,6 +122,44 @@ def test_decoder_learns_the_native_size_from_a_full_decode_and_relearns_on_a_cha
     assert decoder.decode(small).shape == (480, 640, 3) and decoder.scale == 1
     assert (decoder.reduced_decodes, decoder.full_decodes) == (2, 3)
     assert decoder.decode(np.frombuffer(b"not a jpeg at all", np.uint8)) is None
+
+
+@pytest.mark.parametrize("size", [HD, (1279, 719), (640, 480)])
+def test_turbojpeg_and_opencv_decode_to_the_same_pixels_at_every_scale(size, monkeypatch) -> None:
+    """The decoder uses simplejpeg (TurboJPEG) when installed and OpenCV's imdecode otherwise (a
+    platform without its wheel): both must give the same image at every scale, odd sizes included."""
+    import camera.decode
+
+    assert camera.decode.simplejpeg is not None  # installed by `make test`, as on devices
+    packet = cv2.imencode(".jpg", photo_frame(size))[1].reshape(-1)
+    with_turbo = {scale: decode_packet(packet, size, scaled_size(size, scale)) for scale in (1, 2, 4, 8)}
+    monkeypatch.setattr(camera.decode, "simplejpeg", None)
+    for scale, (image, got_scale) in with_turbo.items():
+        again, again_scale = decode_packet(packet, size, scaled_size(size, scale))
+        width, height = scaled_size(size, scale)
+        assert got_scale == again_scale == scale and image.shape == (height, width, 3)
+        assert np.array_equal(image, again), scale
+
+
+def test_cmyk_jpegs_decode_the_same_either_way_and_garbage_is_none(monkeypatch) -> None:
+    """Some encoders write CMYK JPEGs; both decoders turn them into the same BGR pixels."""
+    from io import BytesIO
+
+    import camera.decode
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(cv2.cvtColor(photo_frame((320, 240)), cv2.COLOR_BGR2RGB)).convert("CMYK").save(buffer, "JPEG")
+    packet = np.frombuffer(buffer.getvalue(), np.uint8)
+    image, scale = decode_packet(packet, (320, 240), (160, 120))
+    assert scale == 2 and image.shape == (120, 160, 3)
+    expected = cv2.resize(photo_frame((320, 240)), (160, 120), interpolation=cv2.INTER_AREA)
+    assert np.abs(image.astype(int) - expected).mean() < 12
+    garbage = np.frombuffer(b"\xff\xd8 not a jpeg", np.uint8)
+    assert decode_packet(garbage, (320, 240), None) is None
+    monkeypatch.setattr(camera.decode, "simplejpeg", None)
+    assert np.array_equal(decode_packet(packet, (320, 240), (160, 120))[0], image)
+    assert decode_packet(garbage, (320, 240), None) is None
 
 
 # ------------------------------------------------------------------------------ captures of real files
