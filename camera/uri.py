@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -100,10 +101,14 @@ def parse_source_uri(uri: str) -> SourceSpec:
             return _parse_network_url(text, scheme)
         raise ValueError(f"camera uri {mask_uri_password(text)!r}: unsupported scheme '{scheme}://'; {ACCEPTED_FORMS}")
 
-    path = Path(text).expanduser()
-    if path.is_file():
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as exc:  # "~someone" without such a user
+        raise ValueError(f"camera uri {text!r}: {exc}; {ACCEPTED_FORMS}") from None
+    mode = _file_mode(path, text)
+    if mode is not None and stat.S_ISREG(mode):
         return SourceSpec("file", str(path), text)
-    if path.exists():
+    if mode is not None:
         raise ValueError(f"camera uri {text!r}: {path} exists but is not a regular file; {ACCEPTED_FORMS}")
     if text.startswith("/dev/"):
         raise ValueError(f"camera uri {text!r}: not a V4L2 device name (expected /dev/videoN); {ACCEPTED_FORMS}")
@@ -117,9 +122,23 @@ def _parse_file_url(text: str) -> SourceSpec:
     path = Path(unquote(parts.path))
     if not path.is_absolute():
         raise ValueError(f"camera uri {text!r}: file URL path must be absolute (file:///abs/path)")
-    if not path.is_file():
+    mode = _file_mode(path, text)
+    if mode is None or not stat.S_ISREG(mode):
         raise ValueError(f"camera uri {text!r}: no such video file {path}")
     return SourceSpec("file", str(path), text)
+
+
+def _file_mode(path: Path, text: str) -> int | None:
+    """st_mode of `path`, None when nothing is there; ValueError when it cannot be a path at all."""
+    try:
+        return path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # e.g. a name longer than the file system allows, or no permission
+        raise ValueError(f"camera uri {text!r}: cannot be used as a file path ({exc.strerror}); "
+                         f"{ACCEPTED_FORMS}") from None
+    except ValueError:  # a NUL byte
+        raise ValueError(f"camera uri {text!r}: a file path cannot contain a NUL character") from None
 
 
 def _parse_network_url(text: str, scheme: str) -> SourceSpec:

@@ -75,6 +75,11 @@ def test_parse_accepts_existing_file_as_path_and_file_url(video_path: Path) -> N
         ("/dev/sda", "not a V4L2 device"),
         ("gst:", "empty pipeline"),
         ("gst:videotestsrc ! videoconvert", "must end in 'appsink'"),
+        ("é\u202e😀" * 29, "cannot be used as a file path (File name too long)"),  # found by hypothesis
+        ("file:///" + "x" * 300, "cannot be used as a file path (File name too long)"),
+        ("/etc/passwd/clip.avi", "no such video file"),  # a path through a regular file
+        ("clip\x00.avi", "cannot contain a NUL character"),
+        ("~no-such-user-here/clip.avi", "no-such-user-here"),
     ],
 )
 def test_parse_rejects_bad_uris_with_clear_message(uri: str, message: str) -> None:
