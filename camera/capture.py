@@ -173,8 +173,7 @@ class CameraCapture:
             item, self._slot = self._slot, None
             if not isinstance(item, DeferredFrame):
                 if item is not None:
-                    self._frames_processed += 1
-                    self._processed_rate.add(time.monotonic())
+                    self._count_processed()
                 return item
         return self._decode_taken(item)
 
@@ -190,11 +189,9 @@ class CameraCapture:
             self._deferral.disable()  # the source changed its resolution: let the capture's decoder relearn it
         pixels, tag = self._transform.apply(kept.image)
         with self._lock:
-            self._resolution, self._decoded = kept.resolution, kept
-            self._frames_decoded += 1
+            self._count_decoded(kept)
             self._decoded_on_take += 1
-            self._frames_processed += 1
-            self._processed_rate.add(time.monotonic())
+            self._count_processed()
         return Frame(self.name, deferred.number, kept.image, deferred.captured_wall, deferred.captured_mono,
                      pixels, tag)
 
@@ -364,6 +361,14 @@ class CameraCapture:
                 return None
             return self._frames_read
 
+    def _count_processed(self) -> None:  # under _lock
+        self._frames_processed += 1
+        self._processed_rate.add(time.monotonic())
+
+    def _count_decoded(self, kept: KeptFrame) -> None:  # under _lock
+        self._resolution, self._decoded = kept.resolution, kept
+        self._frames_decoded += 1
+
     def _count_skipped(self, now_mono: float) -> None:
         with self._lock:
             self._frames_skipped += 1
@@ -372,8 +377,7 @@ class CameraCapture:
     def _publish(self, item: Frame | DeferredFrame, kept: KeptFrame | None = None) -> None:
         with self._lock:
             if kept is not None:
-                self._resolution, self._decoded = kept.resolution, kept
-                self._frames_decoded += 1
+                self._count_decoded(kept)
             slot_was_full = self._slot is not None
             if slot_was_full:  # the consumer never took it: newest frame wins
                 self._frames_skipped += 1

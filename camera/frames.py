@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from camera.settings import Roi
+from camera.settings import Roi, is_frame_transform
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class RegionTransform:
         self.set(transform)
 
     def set(self, transform: FrameTransform | None) -> None:
-        if transform is not None and (not callable(transform) or not hasattr(transform, "tag")):
+        if transform is not None and not is_frame_transform(transform):
             raise TypeError("transform must be callable and have a `tag` (see camera.FrameTransform)")
         self.current = transform
         self._failing = False

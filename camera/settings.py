@@ -10,6 +10,11 @@ logger = logging.getLogger(__name__)
 DECODE_MODES = ("auto", "full")
 
 
+def is_frame_transform(value: Any) -> bool:
+    """Whether `value` can serve as a camera.FrameTransform: callable, with a `tag`."""
+    return callable(value) and hasattr(value, "tag")
+
+
 @dataclass(frozen=True)
 class Roi:
     """A named region of interest in pixel coordinates of the (resized) frame."""
@@ -95,7 +100,7 @@ class CaptureSettings:
             )
         if self.decode not in DECODE_MODES:
             raise ValueError(f"{prefix}: decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
-        if self.transform is not None and (not callable(self.transform) or not hasattr(self.transform, "tag")):
+        if self.transform is not None and not is_frame_transform(self.transform):
             raise ValueError(f"{prefix}: transform must be callable and have a `tag` (see camera.FrameTransform)")
         if not isinstance(self.rois, tuple):
             raise ValueError(f"{prefix}: rois must be a tuple of Roi")
