@@ -31,7 +31,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def raw_rates(classifier, sizes: tuple[int, ...], seconds: float, rounds: int = 2) -> dict[int, float]:
     """Median img/s of classifier.classify on preprocessed random batches, rows interleaved per round."""
-    from edge.preprocess import FramePreprocessor
+    from edge.serving.preprocess import FramePreprocessor
 
     info = classifier.info.image_input
     pre = FramePreprocessor(info, classifier.info.metadata.preprocess)
@@ -75,7 +75,7 @@ def raw_parallel_rate(classifier, seconds: float, rounds: int = 2, video: Path |
     `video` (MJPEG) each image decoded from the video's JPEG packets (at the reduced scale the
     gateway would use) and preprocessed first, the least work a camera frame needs on this CPU."""
     from camera.decode import decode_packet
-    from edge.preprocess import FramePreprocessor
+    from edge.serving.preprocess import FramePreprocessor
 
     info = classifier.info.image_input
     pre = FramePreprocessor(info, classifier.info.metadata.preprocess, fast_resize=True)  # as the pipeline's

@@ -65,10 +65,10 @@ class IpCameraServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base class name)
+            def log_message(self, format: str, *args: object) -> None:
                 logger.debug("ip camera: " + format, *args)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 name = self.path.strip("/")
                 if not name.startswith("cam") or not name[3:].isdigit() or int(name[3:]) >= server.count:
                     self.send_error(404, f"no camera {self.path!r}")

@@ -44,9 +44,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.harness import (  # noqa: E402
-    GatewayRun, naive_client, percentile, raw_parallel_rate, raw_rates, run_gateway, run_swap_bench,
-    start_model_server, wait_model_server)
+from bench.harness import (
+    GatewayRun,
+    naive_client,
+    percentile,
+    raw_parallel_rate,
+    raw_rates,
+    run_gateway,
+    run_swap_bench,
+    start_model_server,
+    wait_model_server,
+)
 from bench.ip_cameras import IpCameraServer  # noqa: E402
 from edge.models.store import ModelStore  # noqa: E402
 from tools.loopback import free_port, start_mosquitto, stop_pid  # noqa: E402

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -80,8 +80,8 @@ def runners_for(version: Path, threads: int, work: Path) -> tuple[dict[str, tupl
     import tensorflow as tf
 
     from edge.serving.litert import LiteRTModel, default_threads, interpreter_class
-    from edge.serving.runtime_selection import convert_saved_model
     from edge.serving.savedmodel import SavedModelRunner
+    from edge.serving.selection import convert_saved_model
 
     notes = []
     runner = SavedModelRunner(version)

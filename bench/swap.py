@@ -29,16 +29,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edge.batcher import FrameBatcher  # noqa: E402
-from edge.models.installer import ModelInstaller  # noqa: E402
-from edge.models.rollout import RolloutManager, RolloutSettings  # noqa: E402
+from edge.config.loader import parse_config  # noqa: E402
+from edge.inference.batcher import FrameBatcher  # noqa: E402
+from edge.inference.pipeline import InferencePipeline  # noqa: E402
+from edge.inference.results import ResultPublisher  # noqa: E402
 from edge.models.state import ModelState, StateStore  # noqa: E402
-from edge.models.validation import load_candidate  # noqa: E402
-from edge.pipeline import InferencePipeline  # noqa: E402
-from edge.registry import Reference  # noqa: E402
-from edge.results import ResultPublisher  # noqa: E402
-from edge.config import parse_config  # noqa: E402
-from tests.test_rollout_support import BLUE, GREEN, RED, SolidCamera, package_colour, start_ticker  # noqa: E402
+from edge.rollout.installer import ModelInstaller  # noqa: E402
+from edge.rollout.manager import RolloutManager, RolloutSettings  # noqa: E402
+from edge.rollout.validation import load_candidate  # noqa: E402
+from edge.util.ociref import Reference  # noqa: E402
+from tests.test_rollout_support import (  # noqa: E402
+    BLUE,
+    GREEN,
+    RED,
+    SolidCamera,
+    package_colour,
+    start_ticker,
+)
 
 DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from edge.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from provisioning import broker, ca, doctor, fleet, init, install, keys, model_cli, status
+from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
+from edge.errors import ConfigError
+from provisioning import model as model_cli
+from provisioning.device import doctor, init, install, status
+from provisioning.fleet import cli as fleet
+from provisioning.pki import broker, ca, keys
 
 logger = logging.getLogger(__name__)
 

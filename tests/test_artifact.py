@@ -11,13 +11,28 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.models.artifact import (
-    ArtifactError, KeyFileError, SignatureError, UnsafeArtifact, key_id, load_private_key, load_public_key,
-    pack_version, pull_model, safe_extract, sign_digest, signature_tag, verify_signature,
+from edge.errors import (
+    ArtifactError,
+    KeyFileError,
+    RegistryNotFound,
+    SignatureError,
+    UnsafeArtifact,
 )
-from edge.registry import OCI_MANIFEST, Reference, RegistryNotFound
-from provisioning.keys import generate_keys
-from provisioning.model_cli import push_version
+from edge.models.artifact import (
+    key_id,
+    load_private_key,
+    load_public_key,
+    pack_version,
+    pull_model,
+    safe_extract,
+    sign_digest,
+    signature_tag,
+    verify_signature,
+)
+from edge.transport.oci import OCI_MANIFEST
+from edge.util.ociref import Reference
+from provisioning.model import push_version
+from provisioning.pki.keys import generate_keys
 
 REPO = "models/fake"
 

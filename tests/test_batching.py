@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from camera import Frame, Roi
-from edge.batcher import FrameBatcher
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.pipeline import ClassifiedBatch, InferencePipeline
 from edge.serving.base import ClassifierInfo, ImageInput
 
 
@@ -64,7 +64,7 @@ def test_idle_returns_empty_and_wakes_on_frame() -> None:
 def test_rotation_is_fair_above_capacity() -> None:
     cams = [SlotCamera(n) for n in "abcd"]
     batcher = FrameBatcher(cams, threading.Event(), max_batch_size=1, max_wait_s=0.0)
-    counts = {n: 0 for n in "abcd"}
+    counts = dict.fromkeys("abcd", 0)
     for turn in range(40):
         for cam in cams:
             cam.put(turn)  # every camera always has a fresh frame: 4x over capacity

@@ -17,10 +17,16 @@ import pytest
 
 import camera.capture
 from camera import CameraCapture, CaptureSettings, Frame, Roi
-from camera.decode import JpegDecoder, choose_scale, decode_packet, needed_size, scaled_size
+from camera.decode import (
+    JpegDecoder,
+    choose_scale,
+    decode_packet,
+    needed_size,
+    scaled_size,
+)
 from edge.models.metadata import PreprocessSpec
-from edge.preprocess import FramePreprocessor
 from edge.serving.base import ImageInput
+from edge.serving.preprocess import FramePreprocessor
 from tests.fixtures.streams import CameraEventRecorder, wait_until
 from tools.demo_photos import load_photo
 
@@ -145,8 +151,9 @@ def test_cmyk_jpegs_decode_the_same_either_way_and_garbage_is_none(monkeypatch) 
     """Some encoders write CMYK JPEGs; both decoders turn them into the same BGR pixels."""
     from io import BytesIO
 
-    import camera.decode
     from PIL import Image
+
+    import camera.decode
 
     buffer = BytesIO()
     Image.fromarray(cv2.cvtColor(photo_frame((320, 240)), cv2.COLOR_BGR2RGB)).convert("CMYK").save(buffer, "JPEG")

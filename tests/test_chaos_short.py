@@ -9,8 +9,15 @@ import pytest
 
 from tests.chaos.harness import Row
 from tests.chaos.run import table
-from tests.chaos.scenarios import (Budget, Packages, run_broker, run_cameras, run_disk_full, run_gateway_kills,
-                                   run_serving)
+from tests.chaos.scenarios import (
+    Budget,
+    Packages,
+    run_broker,
+    run_cameras,
+    run_disk_full,
+    run_gateway_kills,
+    run_serving,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edge import gateway
-from edge.config import ConfigError, load_config
-from edge.factory import capture_settings
+from edge.app import gateway
+from edge.app.wiring import capture_settings
+from edge.config.loader import load_config
+from edge.errors import ConfigError
 from provisioning import cli
 
 BIN = Path(sys.executable).parent

@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 
 from tools.demo_photos import CAT_CLASS_IDS, COFFEE_CLASS_IDS, load_photo, stretch_to
-from tools.torch_legacy import (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, CheckpointError,
-                                UnsafeCheckpointError, load_legacy_state_dict)
+from tools.torch_legacy import (
+    LEGACY_MAGIC_NUMBER,
+    LEGACY_PROTOCOL_VERSION,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_legacy_state_dict,
+)
 
 
 def _checkpoint() -> Path:

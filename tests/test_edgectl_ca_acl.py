@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from provisioning.ca import key_pem, make_csr, new_private_key
+from provisioning.pki.ca import key_pem, make_csr, new_private_key
 from tests.fixtures.mosquitto import TlsMosquittoBroker
 from tests.fixtures.net import free_port
 

@@ -7,7 +7,7 @@ import pytest
 
 from bench.fleet import publish_fleet
 from provisioning.cli import main
-from provisioning.fleet import select_devices
+from provisioning.fleet.cli import select_devices
 
 DEVICES = 1000
 

@@ -11,7 +11,7 @@ import pytest
 
 from edge.models.artifact import load_public_key, pull_model, signature_tag
 from edge.models.golden import load_golden, mismatch
-from edge.registry import Reference
+from edge.util.ociref import Reference
 from provisioning.cli import main
 from tests.fixtures.models import COLOUR_LABELS, build_colour_model
 
@@ -59,10 +59,10 @@ def package_args(savedmodel: Path, out: Path, labels: Path, golden: Path, *extra
 
 def test_package_push_promote_ls_and_pull(capsys, tmp_path: Path, registry, colour_savedmodel: Path,
                                           golden_dir: Path, labels_file: Path) -> None:
+    from edge.model_server.warmup import read_records
     from edge.models.store import ModelVersion
-    from edge.preprocess import FramePreprocessor
     from edge.serving.embedded import EmbeddedClassifier
-    from edge.serving.server.warmup import read_records
+    from edge.serving.preprocess import FramePreprocessor
 
     out = tmp_path / "colour" / "1"
     code, stdout, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir))
@@ -191,7 +191,7 @@ def test_push_promote_ls_errors(capsys, tmp_path: Path, basic_registry) -> None:
                        "--password", "wrong")
     assert code == 1
     assert_one_line_error(err, "credentials were refused")
-    code, _, err = run(capsys, "model", "push", version, f"127.0.0.1:1/models/fake:1", "--insecure")
+    code, _, err = run(capsys, "model", "push", version, "127.0.0.1:1/models/fake:1", "--insecure")
     assert code == 1
     assert_one_line_error(err, "cannot connect to registry 127.0.0.1:1")
 

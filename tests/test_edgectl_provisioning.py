@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import load_config
+from edge.config.loader import load_config
 
 EDGECTL = [sys.executable, "-m", "provisioning.cli"]
 BIN = Path(sys.executable).parent

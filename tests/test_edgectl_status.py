@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.health import HealthMonitor
-from edge.status_file import StatusFileError, StatusFileStale, read_status, write_status
+from edge.device.health import HealthMonitor
+from edge.device.status_file import read_status, write_status
+from edge.errors import StatusFileError, StatusFileStale
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
 
 EDGECTL = [sys.executable, "-m", "provisioning.cli"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.live_config import EXIT_RESTART, apply_patch, to_toml
+from edge.config.patch import apply_patch, to_toml
+from edge.errors import EXIT_RESTART
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
 from tests.test_gateway_e2e import GREEN, RED, latest_retained, payloads, solid_frames
 from tests.test_rollout_commands import Requester

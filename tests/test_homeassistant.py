@@ -7,8 +7,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import ConfigError, parse_config
-from edge.homeassistant import discovery_payload
+from edge.config.loader import parse_config
+from edge.errors import ConfigError
+from edge.transport.homeassistant import discovery_payload
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
 from tests.test_gateway_e2e import RED, solid_frames
 

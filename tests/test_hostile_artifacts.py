@@ -10,16 +10,29 @@ import io
 import json
 import os
 import tarfile
-import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.models.artifact import (ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, ArtifactError, UnsafeArtifact,
-                                  check_model_manifest, pull_model, safe_extract)
-from edge.registry import OCI_MANIFEST, DigestMismatch, Reference, RegistryError, RegistryNotFound
+from edge.errors import (
+    ArtifactError,
+    DigestMismatch,
+    RegistryError,
+    RegistryNotFound,
+    UnsafeArtifact,
+)
+from edge.models.artifact import (
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    check_model_manifest,
+    pull_model,
+    safe_extract,
+)
+from edge.transport.oci import OCI_MANIFEST
+from edge.util.ociref import Reference
 
 REPO = "models/hostile"
 CONFIG = {"format": 1, "name": "hostile", "version": 1, "input": {"name": "x", "dtype": "float32", "shape": [-1, 1]}}
@@ -238,7 +251,7 @@ def test_pull_model_refuses_hostile_artifacts(registry, tmp_path: Path) -> None:
     # content that does not match its digest (the stored blob corrupted on the registry's disk)
     layer = tar_gz(model + [member("variables/v", os.urandom(1000))])
     push_artifact(registry, "corrupt", layer)
-    from edge.registry import sha256_digest
+    from edge.util.ociref import sha256_digest
     blob = registry.blob_path(sha256_digest(layer))
     blob.write_bytes(bytes([layer[0] ^ 1]) + layer[1:])
     pull_refused(registry, tmp_path, "corrupt", DigestMismatch)

@@ -21,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.config import ConfigError, GatewayConfig, load_config, parse_config
+from edge.config.loader import load_config, parse_config
+from edge.config.schema import GatewayConfig
+from edge.errors import ConfigError
 
 EDGECTL = [sys.executable, "-m", "provisioning.cli"]
 HYPO = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,

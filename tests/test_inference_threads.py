@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from camera import Frame
-from edge.batcher import FrameBatcher
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.pipeline import ClassifiedBatch, InferencePipeline
 from edge.serving.base import ClassifierInfo, ImageInput
 from tests.fixtures.models import colour_litert_info
 

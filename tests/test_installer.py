@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from edge.models.installer import STAGING, InstallError, ModelInstaller
-from edge.models.state import STATE_FILE, ModelState, StateStore, choose_serving, recover
-from edge.registry import Reference
-from provisioning.model_cli import push_version
+from edge.errors import ModelInstallError
+from edge.models.state import (
+    STATE_FILE,
+    ModelState,
+    StateStore,
+    choose_serving,
+    recover,
+)
+from edge.rollout.installer import STAGING, ModelInstaller
+from edge.util.ociref import Reference
+from provisioning.model import push_version
 from tests.test_rollout_support import colour_packages  # noqa: F401 - fixture
 
 
@@ -131,7 +138,7 @@ def test_install_refuses_same_version_number_with_another_digest(tmp_path: Path,
     ref = Reference.parse(f"{registry.address}/models/colour:other2")
     digest, _ = push_version(client, ref, other)
     assert digest != refs["good2"][1]
-    with pytest.raises(InstallError, match=r"version 2 is already installed with digest sha256:.*new version number"):
+    with pytest.raises(ModelInstallError, match=r"version 2 is already installed with digest sha256:.*new version number"):
         installer.install(ref, state)
     assert state.installed == {2: refs["good2"][1]}
     assert list((base / STAGING).iterdir()) == []
@@ -141,7 +148,7 @@ def test_install_refuses_another_models_artifact(tmp_path: Path, pushed) -> None
     client, refs = pushed
     base = tmp_path / "store" / "other-model"
     installer = ModelInstaller(base, client, StateStore(base))
-    with pytest.raises(InstallError, match="is model 'colour'; this device serves 'other-model'"):
+    with pytest.raises(ModelInstallError, match="is model 'colour'; this device serves 'other-model'"):
         installer.install(refs["good1"][0], ModelState())
     assert not any(p.name.isdigit() for p in base.iterdir())
 

@@ -40,7 +40,8 @@ def test_any_batch_size_gives_per_image_results(colour_tflite: Path) -> None:
 
 
 def test_classifier_applies_softmax_and_checks_shapes(colour_tflite: Path, colour_model_store: Path) -> None:
-    from edge.serving.litert import LiteRTClassifier, LiteRTError
+    from edge.errors import LiteRTError
+    from edge.serving.litert import LiteRTClassifier
 
     classifier = LiteRTClassifier(colour_tflite, colour_info(colour_model_store))
     red = np.zeros((2, 64, 64, 3), np.uint8)
@@ -59,7 +60,8 @@ def test_classifier_applies_softmax_and_checks_shapes(colour_tflite: Path, colou
 
 
 def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
-    from edge.serving.litert import LiteRTError, LiteRTModel
+    from edge.errors import LiteRTError
+    from edge.serving.litert import LiteRTModel
 
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\x00" * 64)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.models.metadata import ModelMetadataError, PreprocessSpec, parse_edge_json, read_version_metadata
-from edge.models.store import ModelStore, ModelStoreError
-from edge.preprocess import FramePreprocessor
-from edge.results import top_k
+from edge.errors import ModelMetadataError, ModelStoreError
+from edge.inference.results import top_k
+from edge.models.metadata import PreprocessSpec, parse_edge_json, read_version_metadata
+from edge.models.store import ModelStore
 from edge.serving.base import ImageInput
+from edge.serving.preprocess import FramePreprocessor
 
 TFSERVING_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tfserving"
 
@@ -119,7 +120,8 @@ def test_embedded_classifier_known_answers(colour_model_store: Path) -> None:
 
 def test_savedmodel_runner_on_tfserving_testdata() -> None:
     """The shared loader gives TF Serving's known answer on its own test model (y = 0.5x + 2)."""
-    from edge.serving.savedmodel import SavedModelError, SavedModelRunner
+    from edge.errors import SavedModelError
+    from edge.serving.savedmodel import SavedModelRunner
 
     runner = SavedModelRunner(TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu" / "00000123")
     sig = runner.signature()
@@ -133,8 +135,8 @@ def test_savedmodel_runner_on_tfserving_testdata() -> None:
 
 
 def test_embedded_classifier_refuses_non_image_model(tmp_path: Path) -> None:
+    from edge.errors import ClassifierError
     from edge.models.store import ModelVersion
-    from edge.serving.base import ClassifierError
     from edge.serving.embedded import EmbeddedClassifier
 
     src = TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
@@ -145,7 +147,7 @@ def test_embedded_classifier_refuses_non_image_model(tmp_path: Path) -> None:
 
 
 def test_labels_count_mismatch_is_refused(colour_model_store: Path, tmp_path: Path) -> None:
-    from edge.serving.base import ClassifierError
+    from edge.errors import ClassifierError
     from edge.serving.embedded import EmbeddedClassifier
 
     dst = tmp_path / "colour" / "1"

@@ -18,8 +18,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.mqtt import MqttReporter, MqttSettings, parse_broker_url
-from edge.spool import OutgoingMessage, Spool
+from edge.transport.mqtt import MqttSettings, parse_broker_url
+from edge.transport.outbox import MqttReporter
+from edge.transport.spool import OutgoingMessage, Spool
 from tests.fixtures.mosquitto import MosquittoBroker, MqttRecorder, RecordedMessage
 from tests.fixtures.net import free_port
 

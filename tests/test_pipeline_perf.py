@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from camera import Frame, FrameTransform, Roi, crop_regions
-from edge.batcher import FrameBatcher
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import ClassifiedBatch, InferencePipeline, _Worker
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.pipeline import ClassifiedBatch, InferencePipeline, _Worker
-from edge.preprocess import FramePreprocessor
 from edge.serving.base import ClassifierInfo, ImageInput
+from edge.serving.preprocess import FramePreprocessor
 
 
 class CountingClassifier:

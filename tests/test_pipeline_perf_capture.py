@@ -18,9 +18,9 @@ import pytest
 
 import camera.capture
 from camera import CameraCapture, CaptureSettings, FrameTransform
-from edge.batcher import FrameBatcher
-from edge.pipeline import InferencePipeline
-from edge.results import ResultPublisher
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import InferencePipeline
+from edge.inference.results import ResultPublisher
 from tests.test_pipeline_perf import CountingClassifier
 
 

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from google.protobuf import any_pb2, descriptor_pool
 
 # The official client (pip install --no-deps tensorflow-serving-api) is the reference.
-from tensorflow_serving.apis import get_model_metadata_pb2, model_service_pb2, prediction_service_pb2
-from tensorflow_serving.apis import prediction_log_pb2  # noqa: F401  (registers PredictionLog for the schema check)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    model_service_pb2,
+    prediction_log_pb2,  # noqa: F401  (registers PredictionLog for the schema check)
+    prediction_service_pb2,
+)
 from tensorflow_serving.apis import predict_pb2 as official
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -21,17 +24,7 @@ from edge.serving.protos import _compile
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tfserving"
 
-MESSAGES = """
-TensorProto TensorShapeProto TensorShapeDim ResourceHandleProto VariantTensorDataProto Example Features Feature
-BytesList FloatList Int64List ModelSpec PredictRequest PredictResponse ClassificationRequest
-ClassificationResponse ClassificationResult Classifications Class RegressionRequest RegressionResponse
-RegressionResult Regression Input ExampleList ExampleListWithContext MultiInferenceRequest
-MultiInferenceResponse InferenceTask InferenceResult GetModelMetadataRequest GetModelMetadataResponse
-SignatureDefMap SignatureDef TensorInfo GetModelStatusRequest GetModelStatusResponse ModelVersionStatus
-StatusProto ReloadConfigRequest ReloadConfigResponse ModelServerConfig ModelConfig ModelConfigList
-FileSystemStoragePathSourceConfig ServableVersionPolicy LoggingConfig MonitoringConfig PrometheusConfig
-BatchingParameters
-""".split()
+MESSAGES = ["TensorProto", "TensorShapeProto", "TensorShapeDim", "ResourceHandleProto", "VariantTensorDataProto", "Example", "Features", "Feature", "BytesList", "FloatList", "Int64List", "ModelSpec", "PredictRequest", "PredictResponse", "ClassificationRequest", "ClassificationResponse", "ClassificationResult", "Classifications", "Class", "RegressionRequest", "RegressionResponse", "RegressionResult", "Regression", "Input", "ExampleList", "ExampleListWithContext", "MultiInferenceRequest", "MultiInferenceResponse", "InferenceTask", "InferenceResult", "GetModelMetadataRequest", "GetModelMetadataResponse", "SignatureDefMap", "SignatureDef", "TensorInfo", "GetModelStatusRequest", "GetModelStatusResponse", "ModelVersionStatus", "StatusProto", "ReloadConfigRequest", "ReloadConfigResponse", "ModelServerConfig", "ModelConfig", "ModelConfigList", "FileSystemStoragePathSourceConfig", "ServableVersionPolicy", "LoggingConfig", "MonitoringConfig", "PrometheusConfig", "BatchingParameters"]
 
 # Fields deliberately not vendored (see edge/serving/protos/README.md).
 TRIMMED_FIELDS = {

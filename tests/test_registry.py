@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.registry import (
-    OCI_MANIFEST, DigestMismatch, Reference, RegistryAuthError, RegistryClient, RegistryError, RegistryNotFound,
-    sha256_digest,
+from edge.errors import (
+    DigestMismatch,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFound,
 )
+from edge.transport.oci import OCI_MANIFEST, RegistryClient
+from edge.util.ociref import Reference, sha256_digest
 from tests.fixtures.net import free_port
 
 REPO = "models/classifier"
@@ -69,7 +73,7 @@ def test_manifest_push_resolve_get_and_tags(registry, tmp_path: Path) -> None:
 
 
 def test_blob_round_trip_monolithic_and_chunked(registry, tmp_path: Path, monkeypatch) -> None:
-    import edge.registry as registry_module
+    import edge.transport.oci as registry_module
 
     monkeypatch.setattr(registry_module, "UPLOAD_CHUNK_BYTES", 256 << 10)
     client = registry.client()

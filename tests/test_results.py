@@ -6,9 +6,9 @@ import time
 import numpy as np
 
 from camera import Frame
-from edge.batcher import WorkItem
-from edge.pipeline import ClassifiedBatch
-from edge.results import ResultPublisher
+from edge.inference.batcher import WorkItem
+from edge.inference.pipeline import ClassifiedBatch
+from edge.inference.results import ResultPublisher
 
 
 class ListSink:

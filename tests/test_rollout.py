@@ -9,16 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.batcher import FrameBatcher
-from edge.models.installer import ModelInstaller
-from edge.models.rollout import RolloutError, RolloutManager, RolloutSettings
+from edge.errors import RolloutError
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.models.state import StateStore, recover
 from edge.models.store import ModelVersion
-from edge.models.validation import validate
-from edge.pipeline import ClassifiedBatch, InferencePipeline
-from edge.registry import Reference
+from edge.rollout.installer import ModelInstaller
+from edge.rollout.manager import RolloutManager, RolloutSettings
+from edge.rollout.validation import validate
 from edge.serving.embedded import EmbeddedClassifier
-from provisioning.model_cli import push_version
+from edge.util.ociref import Reference
+from provisioning.model import push_version
 from tests.fixtures.gateway import wait_until
 from tests.test_rollout_support import BLUE, RED, SolidCamera, colour_packages  # noqa: F401 - fixture
 

@@ -13,9 +13,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.fleet import CommandError, CommandRouter
-from edge.mqtt import MqttReporter, MqttSettings
-from edge.spool import Spool
+from edge.errors import CommandError
+from edge.transport.commands import CommandRouter
+from edge.transport.mqtt import MqttSettings
+from edge.transport.outbox import MqttReporter
+from edge.transport.spool import Spool
 from tests.fixtures.gateway import wait_until
 
 DEVICE = "cmd-dev"

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, parse_config
+from edge.config.loader import parse_config
+from edge.errors import ConfigError
 
 
 def base(**sections: object) -> dict:

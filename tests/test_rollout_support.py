@@ -57,7 +57,7 @@ def _build_variant(saved: Path, variant: str) -> None:
 
 def package_colour(out: Path, version: int, variant: str = "good", name: str = "colour") -> Path:
     """A packaged version folder at `out` (see the module docstring for the variants)."""
-    from provisioning.model_cli import package
+    from provisioning.model import package
 
     with tempfile.TemporaryDirectory(prefix="colour-src-") as tmp:
         tmp_path = Path(tmp)

@@ -8,19 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from edge.batcher import FrameBatcher
-from edge.config import parse_config
-from edge.models.installer import ModelInstaller
-from edge.models.rollout import RolloutManager, RolloutSettings
+from edge.config.loader import parse_config
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import InferencePipeline
 from edge.models.state import ModelState, StateStore
-from edge.models.validation import load_candidate
-from edge.pipeline import InferencePipeline
-from edge.registry import Reference
+from edge.rollout.installer import ModelInstaller
+from edge.rollout.manager import RolloutManager, RolloutSettings
+from edge.rollout.validation import load_candidate
 from edge.serving.tfserving import TFServingClassifier
-from provisioning.model_cli import push_version
+from edge.util.ociref import Reference
+from provisioning.model import push_version
 from tests.fixtures.gateway import wait_until
 from tests.test_rollout import Recorder
-from tests.test_rollout_support import BLUE, RED, SolidCamera, colour_packages, start_ticker  # noqa: F401
+from tests.test_rollout_support import (  # noqa: F401
+    BLUE,
+    RED,
+    SolidCamera,
+    colour_packages,
+    start_ticker,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-import edge.serving.runtime_selection as rs
+import edge.serving.selection as rs
+from edge.errors import ClassifierError
 from edge.models.golden import write_reference
 from edge.models.store import ModelVersion
-from edge.preprocess import FramePreprocessor
-from edge.serving.base import ClassifierError
+from edge.serving.preprocess import FramePreprocessor
 from tests.fixtures.models import REPO
 
 RED, GREEN, BLUE = (0, 0, 255), (0, 255, 0), (255, 0, 0)  # BGR

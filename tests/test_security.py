@@ -65,7 +65,7 @@ def test_keys_gen_and_init_tls_write_private_files_0600_under_umask_0(tmp_path: 
 
 
 def test_init_password_config_is_0600_and_opts_into_plaintext_explicitly(tmp_path: Path) -> None:
-    from edge.config import load_config
+    from edge.config.loader import load_config
 
     (tmp_path / "pw").write_text("s3cret\n")
     root = tmp_path / "root"

@@ -9,9 +9,9 @@ import grpc
 import numpy as np
 import pytest
 
+from edge.model_server import ModelSource, ServableManager, ServingError
+from edge.model_server.batching import QUEUE_FULL, BatchingOptions, BatchScheduler
 from edge.serving.protos import messages, parse_text_config
-from edge.serving.server import ModelSource, ServableManager, ServingError
-from edge.serving.server.batching import QUEUE_FULL, BatchingOptions, BatchScheduler
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tfserving"
 
@@ -52,7 +52,7 @@ def run_concurrently(servable, inputs: list[dict], signature: str | None = None)
         barrier.wait()
         try:
             results[i] = servable.run(inputs[i], signature)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]

@@ -6,7 +6,8 @@ import urllib.request
 
 import pytest
 
-from edge.serving.server.flags import FlagError, channel_arguments, parse_flags, validate
+from edge.errors import FlagError
+from edge.model_server.flags import channel_arguments, parse_flags, validate
 from tests.fixtures.model_server import TESTDATA, run_server
 
 

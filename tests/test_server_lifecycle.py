@@ -16,8 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from edge.serving.protos import messages, parse_text_config
-from edge.serving.server import (
+from edge.model_server import (
     All,
     Latest,
     ModelConfigError,
@@ -33,8 +32,9 @@ from edge.serving.server import (
     sources_from_proto,
     write_warmup_records,
 )
-from edge.serving.server.policy import Action, next_action
-from edge.serving.server.warmup import WARMUP_FILE, read_records
+from edge.model_server.policy import Action, next_action
+from edge.model_server.warmup import WARMUP_FILE, read_records
+from edge.serving.protos import messages, parse_text_config
 from edge.serving.tensors import from_ndarray
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tfserving"
@@ -249,7 +249,7 @@ def test_new_version_swaps_in_without_a_failed_request(tmp_path: Path, managers)
                 snapshot = states(manager, "m")
                 if ServableState.AVAILABLE not in snapshot.values():
                     zero_available.append(snapshot)
-            except BaseException as exc:  # noqa: BLE001 - every failure counts
+            except BaseException as exc:
                 failures.append(exc)
 
     worker = threading.Thread(target=requests)
@@ -318,7 +318,7 @@ def test_savedmodel_in_base_path_gets_a_clear_status(tmp_path: Path, managers, c
     base = tmp_path / "flat"
     shutil.copytree(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", base)
     manager = managers()
-    caplog.set_level(logging.WARNING, logger="edge.serving.server.source")
+    caplog.set_level(logging.WARNING, logger="edge.model_server.source")
     with pytest.raises(ServingError, match="did not become available") as info:
         manager.set_models([ModelSource("flat", base)])
     assert info.value.code == grpc.StatusCode.UNKNOWN

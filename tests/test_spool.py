@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import OutgoingMessage, Spool, SpoolError
+from edge.errors import SpoolError
+from edge.transport.spool import OutgoingMessage, Spool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

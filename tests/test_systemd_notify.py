@@ -17,9 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.batcher import FrameBatcher
-from edge.pipeline import InferencePipeline
-from edge.systemd import ProgressReport, Supervisor, SystemdNotifier, pipeline_progress
+from edge.device.systemd import (
+    ProgressReport,
+    Supervisor,
+    SystemdNotifier,
+    pipeline_progress,
+)
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import InferencePipeline
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
 
 try:
@@ -48,7 +53,7 @@ class NotifyListener:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

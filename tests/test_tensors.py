@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
+from edge.errors import TensorConversionError
 from edge.serving.protos import messages
 from edge.serving.tensors import (
-    TensorConversionError,
     datatype_of,
     dtype_name,
     from_ndarray,

@@ -136,7 +136,7 @@ def describe_signature(version_dir: Path) -> tuple[str, str, object]:
     loaded = tf.saved_model.load(str(version_dir))
     fn = loaded.signatures["serving_default"]
     # Keep ``loaded`` alive with the concrete function, or its variables are released.
-    fn._edge_owner = loaded  # noqa: SLF001
+    fn._edge_owner = loaded
     return str(fn.structured_input_signature), str(fn.structured_outputs), fn
 
 

@@ -60,9 +60,20 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from edge.registry import OCI_MANIFEST, Progress, Reference, RegistryClient, RegistryNotFound
+from edge.errors import (
+    ArtifactError,
+    KeyFileError,
+    RegistryNotFound,
+    SignatureError,
+    UnsafeArtifact,
+)
+from edge.transport.oci import OCI_MANIFEST, Progress, RegistryClient
+from edge.util.ociref import Reference
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +92,6 @@ _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 COPY_CHUNK = 1 << 20
 
-
-class ArtifactError(Exception):
-    """An artifact or version folder is not what it must be; the message names the problem."""
-
-
-class UnsafeArtifact(ArtifactError):
-    """An archive would write outside its folder, holds links/devices, is too big or corrupt."""
-
-
-class SignatureError(ArtifactError):
-    """Missing, malformed or invalid signature."""
-
-
-class KeyFileError(ArtifactError):
-    """A key file is missing, unreadable, of the wrong type, or too open."""
 
 
 # --- packing -------------------------------------------------------------------------------------

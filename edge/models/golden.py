@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.errors import GoldenError
+
 logger = logging.getLogger(__name__)
 
 GOLDEN_DIR = "assets.extra/golden"
@@ -34,9 +36,6 @@ REFERENCE_FILE = "reference.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SCORE_DIGITS = 6
 
-
-class GoldenError(Exception):
-    """Golden images or reference.json are missing, unreadable or malformed."""
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edge.errors import ModelMetadataError
+
 logger = logging.getLogger(__name__)
 
 ASSETS_EXTRA = "assets.extra"
 
-
-class ModelMetadataError(Exception):
-    """A version folder's edge.json or labels.txt is malformed."""
 
 
 @dataclass(frozen=True)

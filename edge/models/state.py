@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.fsutil import atomic_write_bytes
 from edge.models.store import ModelVersion, list_versions
+from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.errors import ModelStoreError
+
 logger = logging.getLogger(__name__)
 
-
-class ModelStoreError(Exception):
-    """The store does not hold what was asked for; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,6 @@ from edge.models.metadata import VersionMetadata
 logger = logging.getLogger(__name__)
 
 
-class ClassifierError(Exception):
-    """A model cannot be used as an image classifier (the message says why)."""
-
 
 @dataclass(frozen=True)
 class ImageInput:

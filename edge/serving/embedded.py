@@ -16,13 +16,22 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import ClassifierError
 from edge.models.metadata import PreprocessSpec, read_version_metadata
 from edge.models.store import ModelVersion
-from edge.serving.base import ClassifierError, ClassifierInfo, ImageInput, softmax
-from edge.serving.runtime_selection import (
-    DEFAULT_TOLERANCE, RUNTIMES, SHIPPED_FILE, Selection, cache_key, load_cached, save_cache, select,
-    select_in_subprocess)
+from edge.serving.base import ClassifierInfo, ImageInput, softmax
 from edge.serving.savedmodel import SavedModelRunner, SignatureInfo
+from edge.serving.selection import (
+    DEFAULT_TOLERANCE,
+    RUNTIMES,
+    SHIPPED_FILE,
+    Selection,
+    cache_key,
+    load_cached,
+    save_cache,
+    select,
+    select_in_subprocess,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -28,15 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.serving.base import ClassifierError, ClassifierInfo, ImageInput, softmax
+from edge.errors import LiteRTError
+from edge.serving.base import ClassifierInfo, ImageInput, softmax
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 
-
-class LiteRTError(ClassifierError):
-    """A .tflite model cannot be loaded or run as an image classifier (message says why)."""
 
 
 def interpreter_class() -> Any:
@@ -213,7 +211,7 @@ class LiteRTClassifier:
         self.info = info
         self._softmax = info.metadata.activation == "softmax"
 
-    def pooled(self, interpreters: int, threads: int) -> "LiteRTClassifier":
+    def pooled(self, interpreters: int, threads: int) -> LiteRTClassifier:
         """A classifier over the same model with another pool shape (this one stays open)."""
         return LiteRTClassifier(self.model.content, self.info, threads=threads, interpreters=interpreters)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+
+from edge.errors import SavedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +24,6 @@ DEFAULT_SIGNATURE = "serving_default"
 _threads_configured = threading.Lock()
 _threads_done = False
 
-
-class SavedModelError(Exception):
-    """The SavedModel cannot be loaded or called as asked; the message names the problem."""
 
 
 @dataclass(frozen=True)

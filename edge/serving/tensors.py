@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import TensorConversionError
 from edge.serving.protos import messages
 
 __all__ = [
@@ -120,9 +121,6 @@ _VAL_READ_AS: dict[str, np.dtype] = {
     "uint64_val": np.dtype(np.uint64),
 }
 
-
-class TensorConversionError(ValueError):
-    """A TensorProto that cannot become an ndarray, or an array that cannot become a TensorProto."""
 
 
 def dtype_name(dt: int) -> str:

@@ -22,8 +22,9 @@ import cv2
 import grpc
 import numpy as np
 
+from edge.errors import BackendUnavailable, ClassifierError
 from edge.models.metadata import PreprocessSpec, VersionMetadata, read_version_metadata
-from edge.serving.base import ClassifierError, ClassifierInfo, ImageInput, softmax
+from edge.serving.base import ClassifierInfo, ImageInput, softmax
 from edge.serving.protos import messages
 from edge.serving.tensors import from_ndarray, to_ndarray
 
@@ -37,9 +38,6 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
               grpc.StatusCode.RESOURCE_EXHAUSTED}
 
-
-class BackendUnavailable(ClassifierError):
-    """The serving backend cannot be reached or has no usable version right now."""
 
 
 def _dims(shape_proto: Any) -> tuple[int | None, ...] | None:

@@ -23,9 +23,10 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
@@ -157,7 +158,7 @@ class Observer(MqttRecorder):
         self.arrivals: list[float] = []
         super().__init__(host, port, topic_filter, client_id=f"chaos-observer-{os.getpid()}")
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001 - paho callback
+    def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             self._messages.append(RecordedMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
             self.arrivals.append(time.time())

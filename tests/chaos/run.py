@@ -15,8 +15,16 @@ import traceback
 from pathlib import Path
 
 from tests.chaos.harness import Row
-from tests.chaos.scenarios import (Budget, Packages, dump_failure, run_broker, run_cameras, run_disk_full,
-                                   run_gateway_kills, run_serving)
+from tests.chaos.scenarios import (
+    Budget,
+    Packages,
+    dump_failure,
+    run_broker,
+    run_cameras,
+    run_disk_full,
+    run_gateway_kills,
+    run_serving,
+)
 
 SCENARIOS = {
     "broker": run_broker,  # rows 1 and 6

@@ -14,10 +14,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.chaos.harness import (CAMERA_BACKOFF_CAP_S, DEVICE, GRPC_BACKOFF_CAP_S, MQTT_BACKOFF_CAP_S, Cameras,
-                                 Gateway, NetnsBroker, NotifySocket, Observer, Resources, Row, account, drain,
-                                 gateway_config, growth_bounded, growth_text, integrity_of, rand_between,
-                                 read_status, sh, spool_record, wait_until)
+from tests.chaos.harness import (
+    CAMERA_BACKOFF_CAP_S,
+    DEVICE,
+    GRPC_BACKOFF_CAP_S,
+    MQTT_BACKOFF_CAP_S,
+    Cameras,
+    Gateway,
+    NetnsBroker,
+    NotifySocket,
+    Observer,
+    Resources,
+    Row,
+    account,
+    drain,
+    gateway_config,
+    growth_bounded,
+    growth_text,
+    integrity_of,
+    rand_between,
+    read_status,
+    sh,
+    spool_record,
+    wait_until,
+)
 
 logger = logging.getLogger("chaos")
 
@@ -129,8 +149,8 @@ class World(contextlib.ExitStack):
         return gw.start()
 
     def push(self, packages: Packages, version: int, tag: str = "stable") -> str:
-        from edge.registry import Reference
-        from provisioning.model_cli import push_version
+        from edge.util.ociref import Reference
+        from provisioning.model import push_version
 
         assert self.registry is not None
         ref = Reference.parse(f"{self.registry.address}/models/colour:{tag}")

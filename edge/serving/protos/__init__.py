@@ -19,12 +19,18 @@ import logging
 import threading
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+)
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
-from edge.serving.protos._compile import ProtoCompileError, load_descriptor_set
+from edge.errors import ProtoCompileError, ProtoConfigError
+from edge.serving.protos._compile import load_descriptor_set
 
 __all__ = [
     "MODEL_SERVICE",
@@ -62,9 +68,6 @@ _NESTED_ALIASES = {
     "TensorShapeDim": "tensorflow.TensorShapeProto.Dim",
 }
 
-
-class ProtoConfigError(ValueError):
-    """A text-format config (model config, batching or monitoring file) does not parse."""
 
 
 class ProtoMessages:

@@ -17,16 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edge.fsutil import atomic_write_bytes
+from edge.errors import ProtoCompileError
+from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 PROTO_ROOT = Path(__file__).resolve().parent
 CACHE_PREFIX = "tfserving-protos-"
 
-
-class ProtoCompileError(RuntimeError):
-    """The vendored .proto files could not be compiled (protoc missing or a broken file)."""
 
 
 def proto_files() -> list[str]:

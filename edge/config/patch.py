@@ -1,0 +1,197 @@
+"""Config changes at run time: JSON merge-patch, strict validation, live apply or persist + restart.
+
+`cmd/config {"patch": {...}}` carries an RFC 7396 JSON merge-patch of the gateway's TOML document,
+with one extension: ``"cameras"`` may be an object keyed by camera name, which merge-patches that
+camera's table (``{"cameras": {"front": {"fps": 2}}}``); an array replaces the whole list (RFC
+semantics). The patched document is validated with the same strict model as the config file
+(`edge.config.parse_config`) BEFORE anything changes; a refused patch changes nothing.
+
+An accepted patch is always persisted (temp file + fsync + rename, the previous file kept as
+``<config>.bak``), so a later restart keeps it. Then:
+
+- **live** when every change is one of: a camera's settings (that camera is restarted with new
+  CaptureSettings; names and order of cameras unchanged), ``results.publish``,
+  ``results.min_score``, ``model.top_k``, ``health.interval_s``, ``log_level``;
+- **restart** otherwise: the gateway replies, publishes retained ``restarting`` on `status`, shuts
+  down cleanly and exits with :data:`EXIT_RESTART` (75); the unit restarts it with
+  ``RestartForceExitStatus=75`` (and ``SuccessExitStatus=75`` so it is not logged as a failure).
+
+If the config file cannot be written the patch is refused and nothing changes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.config.loader import parse_config
+from edge.config.schema import GatewayConfig
+from edge.errors import ConfigError, PatchError
+from edge.util.fsutil import atomic_write_bytes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+logger = logging.getLogger(__name__)
+
+LIVE_KEYS = {("results", "publish"), ("results", "min_score"), ("model", "top_k"), ("health", "interval_s"),
+             ("log_level",)}
+
+
+# -- merge patch ---------------------------------------------------------------------------------
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge recursively, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def apply_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`merge_patch`, plus cameras addressed by name (see the module docstring)."""
+    patch = dict(patch)
+    cameras_patch = patch.pop("cameras", None) if isinstance(patch.get("cameras"), dict) else None
+    merged = merge_patch(document, patch)
+    if cameras_patch is not None:
+        cameras = [dict(c) for c in document.get("cameras", []) if isinstance(c, dict)]
+        by_name = {c.get("name"): i for i, c in enumerate(cameras)}
+        unknown = sorted(str(n) for n in cameras_patch if n not in by_name)
+        if unknown:
+            raise PatchError(f"cameras: unknown camera(s) {unknown} (known: {', '.join(map(str, by_name))}); "
+                             "to add a camera send the whole cameras array")
+        for name, camera_patch in cameras_patch.items():
+            if camera_patch is None:
+                cameras[by_name[name]] = None  # type: ignore[call-overload]
+            elif not isinstance(camera_patch, dict):
+                raise PatchError(f"cameras.{name}: must be an object (a merge-patch of that camera) or null")
+            else:
+                if camera_patch.get("name", name) != name:
+                    raise PatchError(f"cameras.{name}.name: a camera cannot be renamed by patch; "
+                                     "send the whole cameras array")
+                cameras[by_name[name]] = merge_patch(cameras[by_name[name]], camera_patch)
+        merged["cameras"] = [c for c in cameras if c is not None]
+    return merged
+
+
+# -- TOML out ----------------------------------------------------------------------------------
+
+def _toml_scalar(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return "[" + ", ".join(_toml_scalar(v, where) for v in value) + "]"
+    raise PatchError(f"{where}: cannot be written to TOML ({type(value).__name__})")
+
+
+def _toml_table(doc: dict[str, Any], path: list[str], out: list[str]) -> None:
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in doc.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+    for key, value in doc.items():
+        if key not in tables and key not in arrays:
+            out.append(f"{_toml_key(key)} = {_toml_scalar(value, '.'.join([*path, key]))}")
+    for key, value in tables.items():
+        out += ["", f"[{'.'.join(_toml_key(p) for p in [*path, key])}]"]
+        _toml_table(value, [*path, key], out)
+    for key, items in arrays.items():
+        for item in items:
+            out += ["", f"[[{'.'.join(_toml_key(p) for p in [*path, key])}]]"]
+            _toml_table(item, [*path, key], out)
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """A TOML document for a parsed config (comments of the original file are not kept; `.bak` has them)."""
+    out: list[str] = ["# written by edge-gateway (cmd/config); the previous file is kept as .bak"]
+    _toml_table(doc, [], out)
+    return "\n".join(out) + "\n"
+
+
+# -- change classification --------------------------------------------------------------------
+
+def changed_keys(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, ...]]:
+    """Dotted paths (as tuples) whose values differ; cameras compared per index."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    paths: list[tuple[str, ...]] = []
+
+    def walk(x: Any, y: Any, path: tuple[str, ...]) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), (*path, key))
+        elif path == ("cameras",) and isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (cx, cy) in enumerate(zip(x, y)):
+                walk(cx, cy, (*path, str(i)))
+        elif x != y:
+            paths.append(path)
+
+    walk(a, b, ())
+    return paths
+
+
+def needs_restart(old: GatewayConfig, paths: list[tuple[str, ...]]) -> list[str]:
+    """The changed keys that cannot be applied to the running gateway."""
+    out = []
+    for path in paths:
+        if path in LIVE_KEYS:
+            continue
+        if len(path) >= 3 and path[0] == "cameras" and path[2] != "name":
+            continue  # one camera's settings: restart that camera
+        out.append(".".join(path))
+    return out
+
+
+def dotted(path: tuple[str, ...], config: GatewayConfig) -> str:
+    if len(path) >= 2 and path[0] == "cameras" and path[1].isdigit():
+        return f"cameras.{config.cameras[int(path[1])].name}" + "".join(f".{p}" for p in path[2:])
+    return ".".join(path)
+
+
+# -- the camera slot that can be reconfigured --------------------------------------------------
+
+
+# -- reading and writing the config file ------------------------------------------------------
+
+def read_document(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PatchError(f"cannot read the config file {path}: {exc}") from None
+
+
+def validate_patch(path: Path, patch: dict[str, Any]) -> tuple[dict[str, Any], GatewayConfig]:
+    """(patched document, validated config) or PatchError naming the key."""
+    document = apply_patch(read_document(path), patch)
+    try:
+        return document, parse_config(document, "patch")
+    except ConfigError as exc:
+        raise PatchError(str(exc)) from None
+
+
+def persist(path: Path, document: dict[str, Any]) -> Path:
+    """Write `document` over `path` atomically, keeping the current file as `<path>.bak`."""
+    backup = path.with_name(path.name + ".bak")
+    text = to_toml(document)
+    try:
+        if tomllib.loads(text) != document:  # never write a file that would read back differently
+            raise PatchError("internal error: the patched config does not round-trip through TOML")
+        atomic_write_bytes(backup, path.read_bytes())
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise PatchError(f"cannot write the config file {path}: {exc.strerror or exc}; nothing changed") from None
+    return backup

@@ -1,0 +1,402 @@
+"""TF Serving's request semantics, independent of the transport (gRPC and REST both call these).
+
+Each method takes a request message (from the server's private proto pool) and returns the
+response message, or raises :class:`ServingError` with TF Serving's status code and wording
+(``predict_util.cc``, ``classifier.cc``, ``regressor.cc``, ``multi_inference.cc``,
+``get_model_metadata_impl.cc``, ``get_model_status_impl.cc``, ``model_service_impl.cc``).
+Deliberately like TF Serving: no shape check against the signature, the resolved model spec is
+echoed, a missing signature is FAILED_PRECONDITION for Predict and INVALID_ARGUMENT for
+Classify/Regress.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import numpy as np
+
+from edge.errors import TensorConversionError
+from edge.model_server.examples import serialized_examples
+from edge.model_server.manager import ServingError
+from edge.model_server.metrics import ServerMetrics
+from edge.model_server.signatures import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    dtype_label,
+    signature_defs,
+)
+from edge.serving.protos import messages
+from edge.serving.tensors import from_ndarray, to_ndarray
+
+logger = logging.getLogger(__name__)
+Code = grpc.StatusCode
+
+
+def _err(code: grpc.StatusCode, message: str) -> ServingError:
+    return ServingError(code, message)
+
+
+def _version_of(spec: Any) -> tuple[int | None, str | None]:
+    which = spec.WhichOneof("version_choice")
+    if which == "version":
+        return int(spec.version.value), None
+    if which == "version_label":
+        return None, spec.version_label or None
+    return None, None
+
+
+def _debug(sig: Any) -> str:
+    from google.protobuf import text_format
+    return text_format.MessageToString(sig)
+
+
+class ServingCore:
+    """The PredictionService and ModelService operations over a ServableManager."""
+
+    def __init__(self, manager: Any, metrics: ServerMetrics | None = None, *,
+                 method_name_check: bool = False,
+                 reload_config: Callable[[Any], None] | None = None) -> None:
+        self.manager = manager
+        self.metrics = metrics or ServerMetrics()
+        self.method_name_check = method_name_check
+        self._reload_config = reload_config
+        self.pb = messages()
+
+    # ---------------------------------------------------------------- helpers
+    def _acquire(self, spec: Any):
+        version, label = _version_of(spec)
+        return self.manager.acquire(spec.name, version=version, label=label)
+
+    def _make_spec(self, target: Any, name: str, signature: str | None, version: int | None) -> None:
+        target.Clear()
+        target.name = name
+        if signature is not None:
+            target.signature_name = signature or DEFAULT_SIGNATURE
+        if version is not None:
+            target.version.value = int(version)
+
+    def _run(self, servable: Any, api: str, inputs: dict[str, np.ndarray], signature: str,
+             outputs: list[str] | None, deadline: float | None) -> dict[str, np.ndarray]:
+        if deadline is not None and time.monotonic() > deadline:
+            raise _err(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        start = time.monotonic()
+        try:
+            result = servable.run(inputs, signature, outputs)
+        except ServingError:
+            raise
+        except Exception as exc:  # a runtime error the runtime did not classify
+            logger.warning("%s on %s:%s failed: %s", api, servable.name, servable.version, exc)
+            raise _err(Code.INTERNAL, str(exc) or type(exc).__name__) from exc
+        finally:
+            self.metrics.record_runtime(servable.name, api, str(getattr(servable, "runtime", "") or "TF2"),
+                                        time.monotonic() - start)
+        return result
+
+    # ---------------------------------------------------------------- Predict
+    def predict(self, request: Any, deadline: float | None = None) -> Any:
+        if not request.HasField("model_spec"):
+            raise _err(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        spec = request.model_spec
+        with self._acquire(spec) as servable:
+            defs = signature_defs(servable)
+            sig_name = spec.signature_name or DEFAULT_SIGNATURE
+            sig = defs.get(sig_name)
+            if sig is None:
+                raise _err(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+            if self.method_name_check and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+                raise _err(Code.INTERNAL, "Expected prediction signature method_name to be one of "
+                           f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}")
+            inputs = self._predict_inputs(sig, request)
+            aliases = self._output_aliases(sig, request.output_filter)
+            result = self._run(servable, "Predict", inputs, sig_name,
+                               aliases if list(request.output_filter) else None, deadline)
+            response = self.pb.PredictResponse()
+            self._make_spec(response.model_spec, spec.name, sig_name, servable.version)
+            for alias in aliases:
+                if alias not in result:
+                    raise _err(Code.INTERNAL, f"output tensor {alias} missing from the model's result")
+                response.outputs[alias].CopyFrom(from_ndarray(np.asarray(result[alias])))
+            return response
+
+    def _predict_inputs(self, sig: Any, request: Any) -> dict[str, np.ndarray]:
+        req_keys, sig_keys = set(request.inputs), set(sig.inputs)
+        if len(req_keys) > len(sig_keys) or (len(req_keys) < len(sig_keys) and not len(sig.defaults)):
+            raise _err(Code.INVALID_ARGUMENT,
+                       f"input size does not match signature: {len(req_keys)}!={len(sig_keys)} "
+                       f"len({{{','.join(sorted(req_keys))}}}) != len({{{','.join(sorted(sig_keys))}}}). "
+                       f"Sent extra: {{{','.join(sorted(req_keys - sig_keys))}}}. "
+                       f"Missing but required: {{{','.join(sorted(sig_keys - req_keys))}}}.")
+        arrays: dict[str, np.ndarray] = {}
+        for alias in sorted(req_keys):
+            if alias not in sig.inputs:
+                raise _err(Code.INVALID_ARGUMENT,
+                           f"input tensor alias not found in signature: {alias}. "
+                           f"Inputs expected to be in the set {{{','.join(sorted(sig_keys))}}}.")
+            proto = request.inputs[alias]
+            expected = sig.inputs[alias].dtype
+            if expected and proto.dtype != expected:
+                position = sorted(sig_keys).index(alias)
+                raise _err(Code.INVALID_ARGUMENT, f"Expects arg[{position}] to be {dtype_label(expected)} "
+                           f"but {dtype_label(proto.dtype)} is provided")
+            try:
+                arrays[alias] = to_ndarray(proto)
+            except (TensorConversionError, ValueError, TypeError):
+                raise _err(Code.INVALID_ARGUMENT, f"tensor parsing error: {alias}") from None
+        for alias in sorted(sig_keys - req_keys):  # signature defaults fill missing inputs
+            try:
+                arrays[alias] = to_ndarray(sig.defaults[alias])
+            except (KeyError, TensorConversionError, ValueError):
+                raise _err(Code.INVALID_ARGUMENT,
+                           f"Signature input alias: {alias}(feed name: {sig.inputs[alias].name}) not found "
+                           f"in request and no default value provided.") from None
+        return arrays
+
+    @staticmethod
+    def _output_aliases(sig: Any, output_filter: Any) -> list[str]:
+        wanted = list(output_filter)
+        seen: set[str] = set()
+        for alias in wanted:
+            if alias not in sig.outputs:
+                raise _err(Code.INVALID_ARGUMENT,
+                           f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                           f"the set {{{','.join(sorted(sig.outputs))}}}.")
+            if alias in seen:
+                raise _err(Code.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        return wanted or sorted(sig.outputs)
+
+    # ---------------------------------------------------------------- Classify / Regress
+    def _task_signature(self, defs: dict[str, Any], sig_name: str, method: str, kind: str) -> Any:
+        sig = defs.get(sig_name)
+        if sig is None:
+            raise _err(Code.INVALID_ARGUMENT, f"No signature was found with the name: {sig_name}")
+        if sig.method_name != method:
+            raise _err(Code.INVALID_ARGUMENT,
+                       f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
+        return sig
+
+    @staticmethod
+    def _classify_outputs(sig: Any) -> list[str]:
+        if len(sig.inputs) != 1:
+            raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+        if len(sig.outputs) not in (1, 2):
+            raise _err(Code.INVALID_ARGUMENT, f"Expected one or two output Tensors, found {len(sig.outputs)}")
+        if "inputs" not in sig.inputs:
+            raise _err(Code.FAILED_PRECONDITION, f"No classification inputs found in SignatureDef: {_debug(sig)}")
+        outs = [k for k in ("classes", "scores") if k in sig.outputs]
+        if not outs:
+            raise _err(Code.FAILED_PRECONDITION, 'Expected classification signature outputs to contain at least '
+                       f'one of "classes" or "scores". Signature was: {_debug(sig)}')
+        return outs
+
+    @staticmethod
+    def _regress_outputs(sig: Any) -> list[str]:
+        if len(sig.inputs) != 1:
+            raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
+        if len(sig.outputs) != 1:
+            raise _err(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
+        if "inputs" not in sig.inputs:
+            raise _err(Code.FAILED_PRECONDITION, f"No regression inputs found in SignatureDef: {_debug(sig)}")
+        if "outputs" not in sig.outputs:
+            raise _err(Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {_debug(sig)}")
+        return ["outputs"]
+
+    def _fill_classification(self, result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
+        classes, scores = outputs.get("classes"), outputs.get("scores")
+        for label, t in (("classes", classes), ("scores", scores)):
+            if t is None:
+                continue
+            t = np.asarray(t)
+            if t.ndim != 2:
+                raise _err(Code.INVALID_ARGUMENT,
+                           f"Expected Tensor shape: [batch_size num_classes] but got [{','.join(map(str, t.shape))}]")
+            if t.shape[0] != n:
+                raise _err(Code.INVALID_ARGUMENT, f"Expected {label} output batch size of {n}. Got: {t.shape[0]}")
+        if scores is not None and np.asarray(scores).dtype != np.float32:
+            raise _err(Code.INVALID_ARGUMENT, f"Expected scores Tensor of DT_FLOAT. Got: {np.asarray(scores).dtype}")
+        if classes is not None and scores is not None and np.shape(classes)[1] != np.shape(scores)[1]:
+            raise _err(Code.INVALID_ARGUMENT, "Tensors class and score should match in dim_size(1). "
+                       f"Got {np.shape(classes)[1]} vs. {np.shape(scores)[1]}")
+        num_classes = np.shape(classes if classes is not None else scores)[1]
+        for i in range(n):
+            item = result.classifications.add()
+            for c in range(num_classes):
+                cl = item.classes.add()
+                if classes is not None:
+                    value = classes[i][c]
+                    cl.label = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                if scores is not None:
+                    cl.score = float(scores[i][c])
+
+    @staticmethod
+    def _fill_regression(result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
+        t = np.asarray(outputs["outputs"])
+        if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
+            raise _err(Code.INVALID_ARGUMENT, "Expected output Tensor shape to be either [batch_size] or "
+                       f"[batch_size, 1] but got [{','.join(map(str, t.shape))}]")
+        if t.dtype != np.float32:
+            raise _err(Code.INVALID_ARGUMENT, f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
+        if t.shape[0] != n:
+            raise _err(Code.INVALID_ARGUMENT,
+                       f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
+        for v in t.reshape(-1):
+            result.regressions.add(value=float(v))
+
+    def classify(self, request: Any, deadline: float | None = None) -> Any:
+        return self._classify_or_regress(request, deadline, classify=True)
+
+    def regress(self, request: Any, deadline: float | None = None) -> Any:
+        return self._classify_or_regress(request, deadline, classify=False)
+
+    def _classify_or_regress(self, request: Any, deadline: float | None, *, classify: bool) -> Any:
+        if not request.HasField("model_spec"):
+            raise _err(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        spec = request.model_spec
+        with self._acquire(spec) as servable:
+            sig_name = spec.signature_name or DEFAULT_SIGNATURE
+            defs = signature_defs(servable)
+            if classify:
+                sig = self._task_signature(defs, sig_name, CLASSIFY_METHOD, "classification")
+                outs = self._classify_outputs(sig)
+            else:
+                sig = self._task_signature(defs, sig_name, REGRESS_METHOD, "regression")
+                outs = self._regress_outputs(sig)
+            examples = serialized_examples(request.input)
+            self.metrics.record_examples(spec.name, len(examples))
+            api = "Classify" if classify else "Regress"
+            result = self._run(servable, api, {"inputs": examples}, sig_name, outs, deadline)
+            if classify:
+                response = self.pb.ClassificationResponse()
+                self._fill_classification(response.result, result, len(examples))
+            else:
+                response = self.pb.RegressionResponse()
+                self._fill_regression(response.result, result, len(examples))
+            self._make_spec(response.model_spec, spec.name, sig_name, servable.version)
+            return response
+
+    # ---------------------------------------------------------------- MultiInference
+    def multi_inference(self, request: Any, deadline: float | None = None) -> Any:
+        if not len(request.tasks):
+            raise _err(Code.INVALID_ARGUMENT, "Expected at least one task")
+        model_name = ""
+        names: set[str] = set()
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise _err(Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
+            if model_name and task.model_spec.name != model_name:
+                raise _err(Code.INVALID_ARGUMENT,
+                           "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            model_name = task.model_spec.name
+            sig_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if sig_name in names:
+                raise _err(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {sig_name}")
+            names.add(sig_name)
+        response = self.pb.MultiInferenceResponse()
+        with self._acquire(request.tasks[0].model_spec) as servable:
+            defs = signature_defs(servable)
+            plans = []
+            for task in request.tasks:
+                sig_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+                sig = defs.get(sig_name)
+                if sig is None:
+                    raise _err(Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {sig_name}")
+                if task.method_name == CLASSIFY_METHOD:
+                    if sig.method_name != CLASSIFY_METHOD:
+                        raise _err(Code.INVALID_ARGUMENT, "Expected classification signature method_name to be "
+                                   f"{CLASSIFY_METHOD}. Was: {sig.method_name}")
+                    outs = self._classify_outputs(sig)
+                elif task.method_name == REGRESS_METHOD:
+                    if sig.method_name != REGRESS_METHOD:
+                        raise _err(Code.INVALID_ARGUMENT, "Expected regression signature method_name to be "
+                                   f"{REGRESS_METHOD}. Was: {sig.method_name}")
+                    outs = self._regress_outputs(sig)
+                else:
+                    raise _err(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+                plans.append((task, sig_name, sig, outs))
+            feeds = {p[2].inputs["inputs"].name for p in plans}
+            if len(feeds) > 1:
+                raise _err(Code.INVALID_ARGUMENT, "Input tensor must be the same for all Signatures.")
+            examples = serialized_examples(request.input)
+            self.metrics.record_examples(model_name, len(examples))
+            for task, sig_name, _sig, outs in plans:
+                result = self._run(servable, "MultiInference", {"inputs": examples}, sig_name, outs, deadline)
+                item = response.results.add()
+                self._make_spec(item.model_spec, task.model_spec.name, sig_name, servable.version)
+                if task.method_name == CLASSIFY_METHOD:
+                    self._fill_classification(item.classification_result, result, len(examples))
+                else:
+                    self._fill_regression(item.regression_result, result, len(examples))
+        return response
+
+    # ---------------------------------------------------------------- metadata / status
+    def get_model_metadata(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise _err(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        if not len(request.metadata_field):
+            raise _err(Code.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
+        for name in request.metadata_field:
+            if name != "signature_def":
+                raise _err(Code.INVALID_ARGUMENT, f"Metadata field {name} is not supported")
+        with self._acquire(request.model_spec) as servable:
+            sdm = self.pb.SignatureDefMap()
+            for name, sig in signature_defs(servable).items():
+                sdm.signature_def[name].CopyFrom(sig)
+            response = self.pb.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = int(servable.version)
+            response.metadata["signature_def"].Pack(sdm)
+            return response
+
+    def signature_input_types(self, spec: Any) -> dict[str, int]:
+        """REST's GetInfoMap: alias -> DataType of the requested signature's inputs."""
+        with self._acquire(spec) as servable:
+            sig_name = spec.signature_name or DEFAULT_SIGNATURE
+            sig = signature_defs(servable).get(sig_name)
+            if sig is None:
+                raise _err(Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found in signature def')
+            return {alias: info.dtype for alias, info in sig.inputs.items()}
+
+    def get_model_status(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise _err(Code.INVALID_ARGUMENT, "Missing ModelSpec")
+        spec = request.model_spec
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        try:
+            statuses = list(self.manager.statuses(spec.name, version))
+        except ServingError as exc:
+            if exc.code != Code.NOT_FOUND:
+                raise
+            statuses = []
+        if not statuses:
+            if version is not None:
+                raise _err(Code.NOT_FOUND, f"Could not find version {version} of model {spec.name}")
+            raise _err(Code.NOT_FOUND, f"Could not find any versions of model {spec.name}")
+        response = self.pb.GetModelStatusResponse()
+        states = self.pb.ModelVersionStatus.State
+        for st in sorted(statuses, key=lambda s: int(s.version)):
+            item = response.model_version_status.add()
+            item.version = int(st.version)
+            state = getattr(st.state, "name", str(st.state)).upper()
+            item.state = states.Value(state) if state in states.keys() else states.Value("UNKNOWN")
+            code = st.error_code
+            item.status.error_code = int(getattr(code, "value", code) or 0)
+            item.status.error_message = st.error_message or ""
+        return response
+
+    def reload_config(self, request: Any) -> Any:
+        response = self.pb.ReloadConfigResponse()
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise _err(Code.INVALID_ARGUMENT, "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                       "Only ModelConfigList is currently supported")
+        if self._reload_config is None:
+            raise _err(Code.UNIMPLEMENTED, "config reload is not available")
+        for index, cfg in enumerate(request.config.model_config_list.config):
+            logger.info("Config entry index: %d path: %s name: %s platform: %s",
+                        index, cfg.base_path, cfg.name, cfg.model_platform)
+        self._reload_config(request.config)
+        return response

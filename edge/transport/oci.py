@@ -1,0 +1,380 @@
+"""A small OCI distribution (registry v2 API) client: manifests, blobs, tags, Basic and Bearer auth.
+
+No TensorFlow here: the device side imports this to watch tags and download model artifacts.
+
+- References are ``host[:port]/repo/path[:tag][@sha256:<hex>]``; the registry host is always
+  explicit (there is no Docker Hub default).
+- Auth: the first request goes out anonymous (or with a cached token); on ``401`` the client reads
+  ``WWW-Authenticate``. ``Basic`` -> retry with the username/password; ``Bearer realm=...,
+  service=...,scope=...`` -> fetch a token from the realm (with the credentials when given, else
+  anonymously), cache it per repository and retry. ``401``/``403`` after that -> RegistryAuthError.
+- Content is verified: manifests fetched by digest and every blob are hashed (sha256) and a
+  mismatch raises DigestMismatch. Blob downloads are resumable (``<dest>.part`` + ``Range``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urljoin
+
+import requests
+
+from edge.errors import (
+    DigestMismatch,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFound,
+)
+from edge.util.fsutil import fsync_dir
+from edge.util.ociref import Reference, is_digest, sha256_digest
+
+logger = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST])
+MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit
+CHUNK_BYTES = 1 << 20  # download read size
+UPLOAD_CHUNK_BYTES = 8 << 20  # blobs above this are pushed in PATCH chunks
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total; total 0 = unknown)
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="x",service="y",scope="z"`` -> ("bearer", {...})."""
+    scheme, _, params = header.strip().partition(" ")
+    found = dict(re.findall(r'(\w+)="([^"]*)"', params))
+    return scheme.lower(), found
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.reason
+    except (ValueError, AttributeError):
+        return response.reason or str(response.status_code)
+
+
+class RegistryClient:
+    """One registry (``host:port``); thread-compatible, not thread-safe (one client per thread)."""
+
+    def __init__(self, registry: str, *, username: str | None = None, password: str | None = None,
+                 insecure: bool = False, ca_file: Path | None = None, timeout_s: float = 30.0) -> None:
+        self.registry = registry
+        self.base_url = f"{'http' if insecure else 'https'}://{registry}"
+        self.timeout_s = timeout_s
+        self._credentials = (username, password or "") if username else None
+        self._session = requests.Session()
+        self._session.verify = str(ca_file) if ca_file else True
+        self._session.headers["User-Agent"] = "edge-registry-client/1"
+        self._basic = False  # the registry asked for Basic auth
+        self._tokens: dict[str, str] = {}  # repository -> bearer token
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport and auth -------------------------------------------------------------------
+
+    def _auth_headers(self, repository: str) -> dict[str, str]:
+        token = self._tokens.get(repository)
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    def _send(self, method: str, url: str, repository: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
+        merged = {**self._auth_headers(repository), **headers}
+        auth = self._credentials if self._basic and self._credentials else None
+        try:
+            return self._session.request(method, url, headers=merged, auth=auth, timeout=self.timeout_s,
+                                         allow_redirects=True, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise RegistryError(f"registry {self.registry}: TLS error ({exc.__class__.__name__}); pass a CA file "
+                                "(ca_file / --ca-file) or --insecure for a plain-http registry") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryError(f"cannot connect to registry {self.registry}: {_short_reason(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise RegistryError(f"registry {self.registry}: no answer within {self.timeout_s:g}s") from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"registry {self.registry}: request failed: {exc}") from None
+
+    def _authenticate(self, response: requests.Response, repository: str) -> bool:
+        """Handle a 401 challenge; True when a retry makes sense."""
+        header = response.headers.get("WWW-Authenticate", "")
+        scheme, params = _parse_challenge(header)
+        if scheme == "basic":
+            if not self._credentials or self._basic:
+                return False
+            self._basic = True
+            return True
+        if scheme == "bearer" and params.get("realm"):
+            query = {k: params[k] for k in ("service", "scope") if k in params}
+            try:
+                reply = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self.timeout_s)
+            except requests.exceptions.RequestException as exc:
+                raise RegistryAuthError(f"registry {self.registry}: token server {params['realm']} "
+                                        f"unreachable: {_short_reason(exc)}") from None
+            if reply.status_code in (401, 403):
+                raise RegistryAuthError(f"registry {self.registry}: token server refused the credentials "
+                                        f"({reply.status_code}); check username/password") from None
+            if reply.status_code != 200:
+                raise RegistryAuthError(f"registry {self.registry}: token server answered {reply.status_code}")
+            try:
+                doc = reply.json()
+                token = doc.get("token") or doc.get("access_token")
+            except (ValueError, AttributeError):
+                token = None
+            if not token:
+                raise RegistryAuthError(f"registry {self.registry}: token server sent no token")
+            if self._tokens.get(repository) == token:
+                return False
+            self._tokens[repository] = token
+            return True
+        return False
+
+    def _request(self, method: str, path_or_url: str, repository: str, *, what: str,
+                 headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+        url = path_or_url if path_or_url.startswith("http") else self.base_url + path_or_url
+        headers = headers or {}
+        response = self._send(method, url, repository, headers, **kwargs)
+        for _ in range(2):
+            if response.status_code != 401 or not self._authenticate(response, repository):
+                break
+            body = kwargs.get("data")
+            if hasattr(body, "seek"):
+                body.seek(0)
+            response = self._send(method, url, repository, headers, **kwargs)
+        if response.status_code in ok:
+            return response
+        status = response.status_code
+        detail = _error_detail(response) if method != "HEAD" else response.reason
+        response.close()
+        if status == 401:
+            hint = "credentials were refused" if self._credentials else "it needs credentials (--username/--password)"
+            raise RegistryAuthError(f"registry {self.registry}: not authorised for {what}: {hint}")
+        if status == 403:
+            raise RegistryAuthError(f"registry {self.registry}: access to {what} denied (403)")
+        if status == 404:
+            raise RegistryNotFound(f"{what} not found on registry {self.registry} ({detail})")
+        raise RegistryError(f"registry {self.registry}: {method} {what} failed: HTTP {status} {detail}")
+
+    # --- manifests ----------------------------------------------------------------------------
+
+    def resolve(self, ref: Reference) -> str:
+        """The digest a reference points at (HEAD on the manifest; no body transferred)."""
+        if ref.digest:
+            return ref.digest
+        what = f"{ref.repository}:{ref.reference}"
+        response = self._request("HEAD", f"/v2/{ref.repository}/manifests/{ref.reference}", ref.repository,
+                                 what=what, headers={"Accept": MANIFEST_ACCEPT})
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest and is_digest(digest):
+            return digest
+        return self.get_manifest(ref.repository, ref.reference)[1]
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[dict, str, bytes]:
+        """(parsed, digest, raw bytes). By digest, the bytes are checked against it."""
+        what = f"{repository}{'@' if is_digest(reference) else ':'}{reference}"
+        response = self._request("GET", f"/v2/{repository}/manifests/{reference}", repository, what=what,
+                                 headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        raw = _read_limited(response, MAX_MANIFEST_BYTES, f"manifest {what}")
+        digest = sha256_digest(raw)
+        expected = reference if is_digest(reference) else response.headers.get("Docker-Content-Digest")
+        if expected and expected != digest:
+            raise DigestMismatch(f"manifest {what} from {self.registry} hashes to {digest}, expected {expected}")
+        try:
+            parsed = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"manifest {what} from {self.registry} is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise RegistryError(f"manifest {what} from {self.registry} is not a JSON object")
+        return parsed, digest, raw
+
+    def push_manifest(self, repository: str, tag: str, manifest: dict) -> str:
+        """PUT a manifest (compact JSON) under ``tag``; returns its digest."""
+        raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        return self.push_manifest_bytes(repository, tag, raw, manifest.get("mediaType", OCI_MANIFEST))
+
+    def push_manifest_bytes(self, repository: str, tag: str, raw: bytes, media_type: str) -> str:
+        """PUT exact manifest bytes (re-tagging keeps the digest); returns the digest."""
+        digest = sha256_digest(raw)
+        response = self._request("PUT", f"/v2/{repository}/manifests/{tag}", repository, what=f"{repository}:{tag}",
+                                 headers={"Content-Type": media_type}, data=raw, ok=(201, 200))
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise DigestMismatch(f"registry {self.registry} stored manifest {repository}:{tag} as {stored}, sent {digest}")
+        logger.info("pushed manifest %s/%s:%s (%s)", self.registry, repository, tag, digest)
+        return digest
+
+    def list_tags(self, repository: str) -> list[str]:
+        """All tags of a repository, sorted (follows ``Link`` pagination)."""
+        tags: list[str] = []
+        url = f"/v2/{repository}/tags/list?n=1000"
+        while url:
+            response = self._request("GET", url, repository, what=f"repository {repository}")
+            tags.extend(response.json().get("tags") or [])
+            link = response.headers.get("Link", "")
+            match = re.match(r"<([^>]+)>", link)
+            url = urljoin(self.base_url, match.group(1)) if match else ""
+        return sorted(set(tags))
+
+    # --- blobs --------------------------------------------------------------------------------
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        try:
+            self._request("HEAD", f"/v2/{repository}/blobs/{digest}", repository, what=f"blob {repository}@{digest}")
+        except RegistryNotFound:
+            return False
+        return True
+
+    def fetch_blob(self, repository: str, digest: str, *, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (config, signature) into memory, verified."""
+        what = f"blob {repository}@{digest}"
+        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", repository, what=what, stream=True)
+        data = _read_limited(response, max_bytes, what)
+        if sha256_digest(data) != digest:
+            raise DigestMismatch(f"{what} from {self.registry} hashes to {sha256_digest(data)}")
+        return data
+
+    def download_blob(self, repository: str, digest: str, dest: Path, progress: Progress | None = None,
+                      *, expected_size: int | None = None) -> Path:
+        """Download a blob to ``dest`` (verified, fsynced, atomically renamed), resuming a ``.part``."""
+        dest = Path(dest)
+        part = dest.with_suffix(dest.suffix + ".part")
+        what = f"blob {repository}@{digest}"
+        hasher = hashlib.sha256()
+        offset = part.stat().st_size if part.is_file() else 0
+        if expected_size is not None and offset > expected_size:
+            part.unlink()
+            offset = 0
+        headers: dict[str, str] = {}
+        if offset:
+            with part.open("rb") as existing:
+                for chunk in iter(lambda: existing.read(CHUNK_BYTES), b""):
+                    hasher.update(chunk)
+            headers["Range"] = f"bytes={offset}-"
+        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", repository, what=what,
+                                 headers=headers, ok=(200, 206, 416), stream=True)
+        if response.status_code == 416:  # nothing left to send: the .part should be complete
+            response.close()
+            total = offset
+        else:
+            if response.status_code == 200 and offset:
+                logger.info("registry %s ignored the Range request for %s; downloading from 0", self.registry, what)
+                hasher, offset = hashlib.sha256(), 0
+            elif response.status_code == 206 and not response.headers.get("Content-Range", "").startswith(
+                    f"bytes {offset}-"):
+                response.close()
+                raise RegistryError(f"{what}: registry {self.registry} answered the resume request with range "
+                                    f"{response.headers.get('Content-Range')!r}, asked for bytes {offset}-")
+            length = int(response.headers.get("Content-Length") or 0)
+            total = offset + length if length else (expected_size or 0)
+            if expected_size is not None and total > expected_size:
+                response.close()
+                raise RegistryError(f"{what}: registry announces {total} bytes, manifest says {expected_size}")
+            logger.info("downloading %s from %s (from byte %d of %d)", what, self.registry, offset, total)
+            done = offset
+            with part.open("ab" if offset else "wb") as out, response:
+                try:
+                    for chunk in response.iter_content(CHUNK_BYTES):
+                        done += len(chunk)
+                        if expected_size is not None and done > expected_size:
+                            raise RegistryError(f"{what}: registry sent more than the {expected_size} bytes announced")
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        if progress is not None:
+                            progress(done, total)
+                except requests.exceptions.RequestException as exc:
+                    out.flush()
+                    raise RegistryError(f"{what}: download from {self.registry} interrupted at byte {done}: "
+                                        f"{_short_reason(exc)} (it resumes from there next time)") from None
+                out.flush()
+                os.fsync(out.fileno())
+            total = done
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            part.unlink(missing_ok=True)
+            raise DigestMismatch(f"{what} from {self.registry}: content hashes to {actual} ({total} bytes); "
+                                 "the registry holds corrupt data or the digest is wrong")
+        os.replace(part, dest)
+        fsync_dir(dest.parent)
+        return dest
+
+    def push_blob(self, repository: str, path_or_bytes: Path | bytes, progress: Progress | None = None) -> str:
+        """Upload a blob unless the registry has it; returns its digest."""
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            data = bytes(path_or_bytes)
+            digest, size = sha256_digest(data), len(data)
+            opener: Callable[[], IO[bytes]] = lambda: io.BytesIO(data)  # noqa: E731
+        else:
+            path = Path(path_or_bytes)
+            hasher = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                    hasher.update(chunk)
+            digest, size = "sha256:" + hasher.hexdigest(), path.stat().st_size
+            opener = lambda: path.open("rb")  # noqa: E731
+        if self.has_blob(repository, digest):
+            logger.info("blob %s already in %s/%s", digest, self.registry, repository)
+            if progress is not None:
+                progress(size, size)
+            return digest
+        what = f"blob upload to {repository}"
+        start = self._request("POST", f"/v2/{repository}/blobs/uploads/", repository, what=what, ok=(202,))
+        location = urljoin(self.base_url, start.headers["Location"])
+        with opener() as body:
+            if size <= UPLOAD_CHUNK_BYTES:
+                self._request("PUT", _with_digest(location, digest), repository, what=what, data=body.read(),
+                              headers={"Content-Type": "application/octet-stream"}, ok=(201,))
+            else:
+                sent = 0
+                while sent < size:
+                    chunk = body.read(UPLOAD_CHUNK_BYTES)
+                    reply = self._request("PATCH", location, repository, what=what, data=chunk, ok=(202,),
+                                          headers={"Content-Type": "application/octet-stream",
+                                                   "Content-Range": f"{sent}-{sent + len(chunk) - 1}"})
+                    location = urljoin(self.base_url, reply.headers["Location"])
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, size)
+                self._request("PUT", _with_digest(location, digest), repository, what=what, ok=(201,))
+        if progress is not None:
+            progress(size, size)
+        logger.info("pushed %s (%d bytes) to %s/%s", digest, size, self.registry, repository)
+        return digest
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
+    buf = bytearray()
+    with response:
+        for chunk in response.iter_content(64 << 10):
+            buf.extend(chunk)
+            if len(buf) > limit:
+                raise RegistryError(f"{what} is larger than {limit} bytes; refusing it")
+    return bytes(buf)
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
+                   "Temporary failure in name resolution"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__

@@ -1,0 +1,310 @@
+"""`edgectl fleet …`: the fleet from one terminal, over MQTT 5 only (plus the registry for `deploy`).
+
+- ``fleet ls``: one row per device from the retained `status`, `health` and `model` topics.
+- ``fleet status DEVICE``: one device in detail (the same view as `edgectl status` on the box).
+- ``fleet watch [--device SEL] [--seconds N]``: a live table of results.
+- ``fleet cmd DEVICE NAME [JSON]``: any command, the reply printed as JSON.
+- ``fleet deploy REF --devices SEL``: a staged rollout (provisioning/fleet_rollout.py).
+
+Exit status: 0 done, 1 the operation failed (broker unreachable, no reply, error reply, unknown
+device), 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from edge.errors import FleetError, UsageError
+from provisioning.device.status import _styled, cameras_table, overview
+from provisioning.fleet.client import BrokerOptions, FleetClient
+
+logger = logging.getLogger(__name__)
+
+STATE_TOPICS = ("status", "health", "model")
+
+
+
+@dataclass
+class DeviceView:
+    """What the retained topics say about one device."""
+
+    device: str
+    status: str | None = None
+    health: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        return self.status == "online"
+
+    @property
+    def version(self) -> int | None:
+        serving = self.model.get("serving") if isinstance(self.model.get("serving"), dict) else {}
+        if serving.get("version") is not None:
+            return serving["version"]
+        return (self.health.get("model") or {}).get("version")
+
+    @property
+    def digest(self) -> str | None:
+        serving = self.model.get("serving") if isinstance(self.model.get("serving"), dict) else {}
+        return serving.get("digest")
+
+    @property
+    def fps(self) -> float | None:
+        cams = self.health.get("cameras")
+        if not isinstance(cams, list) or not cams:
+            return None
+        return round(sum(float(c.get("process_fps") or 0.0) for c in cams if isinstance(c, dict)), 2)
+
+    @property
+    def state(self) -> str | None:
+        return self.health.get("state")
+
+    @property
+    def last_seen(self) -> float | None:
+        ts = self.health.get("ts")
+        return float(ts) if isinstance(ts, (int, float)) else None
+
+    def row(self) -> dict[str, Any]:
+        return {"device": self.device, "online": self.online, "status": self.status, "model_version": self.version,
+                "model_digest": self.digest, "model_state": self.model.get("state"), "fps": self.fps,
+                "state": self.state, "last_seen": self.last_seen}
+
+
+def fleet_state(client: FleetClient, device: str = "+", timeout_s: float = 30.0) -> dict[str, DeviceView]:
+    """Device id -> DeviceView from the retained state topics."""
+    filters = [client.topic(device, t) for t in STATE_TOPICS]
+    views: dict[str, DeviceView] = {}
+    for topic, payload in client.retained(filters, timeout_s=timeout_s).items():
+        name = client.device_of(topic)
+        if name is None:
+            continue
+        view = views.setdefault(name, DeviceView(name))
+        kind = topic.rsplit("/", 1)[-1]
+        if kind == "status":
+            view.status = payload.decode("utf-8", "replace")
+            continue
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            logger.warning("ignoring unreadable %s", topic)
+            continue
+        if isinstance(doc, dict):
+            setattr(view, kind, doc)
+    return dict(sorted(views.items()))
+
+
+def select_devices(selector: str, known: list[str]) -> list[str]:
+    """`all`, a glob (`gate-*`) or a comma list of names and globs -> the matching known devices."""
+    selector = selector.strip()
+    if not selector:
+        raise UsageError("--devices/--device must not be empty (use 'all', a glob such as 'gate-*', or a comma list)")
+    if selector == "all":
+        return sorted(known)
+    chosen: set[str] = set()
+    for part in (p.strip() for p in selector.split(",")):
+        if part:
+            chosen.update(fnmatch.filter(known, part))
+    return sorted(chosen)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    age = max(0.0, time.time() - ts)
+    return f"{age:.0f}s ago" if age < 120 else f"{age / 60:.0f}m ago" if age < 7200 else f"{age / 3600:.0f}h ago"
+
+
+def ls_table(views: dict[str, DeviceView]) -> Table:
+    table = Table(title=f"{len(views)} device(s)", title_justify="left")
+    for column in ("device", "online", "model version", "fps", "state", "last seen"):
+        table.add_column(column, justify="right" if column in ("fps", "model version") else "left")
+    for view in views.values():
+        online = _styled("online" if view.online else "offline") + ("" if view.status in ("online", "offline", None)
+                                                                     else f" ({view.status})")
+        table.add_row(view.device, online, "-" if view.version is None else str(view.version),
+                      "-" if view.fps is None else f"{view.fps:.1f}", _styled(view.state), _ago(view.last_seen))
+    return table
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def options_from(args: argparse.Namespace) -> BrokerOptions:
+    return BrokerOptions(url=args.broker, prefix=args.prefix, username=args.username, password=args.password,
+                         ca_file=args.ca_file, cert_file=args.cert, key_file=args.key)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with FleetClient(options_from(args)).connect(args.timeout) as client:
+        views = fleet_state(client, timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps([v.row() for v in views.values()], indent=1))
+    else:
+        Console(width=args.width).print(ls_table(views))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with FleetClient(options_from(args)).connect(args.timeout) as client:
+        views = fleet_state(client, device=args.device, timeout_s=args.timeout)
+    view = views.get(args.device)
+    if view is None:
+        print(f"edgectl: device {args.device!r}: nothing retained under {args.prefix}/{args.device}/ "
+              "(unknown device, or wrong --prefix)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"device": view.device, "status": view.status, "health": view.health,
+                          "model": view.model}, indent=1))
+        return 0
+    console = Console(width=args.width)
+    console.print(f"[bold]{view.device}[/bold]: {_styled('online' if view.online else 'offline')}"
+                  f" (status {view.status or '-'})")
+    if view.health:
+        stale = not view.online
+        console.print(overview(view.health, stale))
+        console.print(cameras_table(view.health))
+    if view.model:
+        m = view.model
+        table = Table(title="model rollout", show_header=False, title_justify="left")
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        for key in ("name", "state", "ref", "configured_ref", "last_error"):
+            table.add_row(key, str(m.get(key, "-")))
+        for key in ("serving", "previous"):
+            s = m.get(key) or {}
+            table.add_row(key, f"v{s.get('version')} {s.get('digest') or ''}".strip())
+        table.add_row("bad digests", str(len(m.get("bad") or [])))
+        console.print(table)
+    return 0
+
+
+def cmd_cmd(args: argparse.Namespace) -> int:
+    payload = (args.payload or "{}").encode()
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise UsageError(f"JSON payload is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UsageError("JSON payload must be an object, e.g. '{\"camera\": \"front\"}'")
+    with FleetClient(options_from(args)).connect(args.timeout) as client:
+        reply = client.request(args.device, args.name, payload, timeout_s=args.timeout)
+    print(json.dumps(reply, indent=1))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    console = Console(width=args.width)
+    selector = args.device or "all"
+    prefix = f"$share/{args.share}/" if args.share else ""
+
+    def on_result(topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        device = doc.get("device") or topic.split("/")[-3]
+        if selector != "all" and not select_devices(selector, [device]):
+            return
+        key = (device, str(doc.get("camera")), doc.get("roi"))
+        row = rows.setdefault(key, {"count": 0, "first": time.monotonic()})
+        row.update(count=row["count"] + 1, doc=doc, at=time.monotonic())
+
+    def table() -> Table:
+        t = Table(title=f"results ({sum(r['count'] for r in rows.values())} received)", title_justify="left")
+        for column in ("device", "camera", "top label", "score", "model", "results/s", "last"):
+            t.add_column(column, justify="right" if column in ("score", "results/s") else "left")
+        now = time.monotonic()
+        for (device, camera, roi), r in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+            top = (r["doc"].get("top_k") or [{}])[0]
+            model = r["doc"].get("model") or {}
+            rate = r["count"] / max(1e-3, now - r["first"]) if r["count"] > 1 else 0.0
+            t.add_row(device, camera + (f"/{roi}" if roi else ""), str(top.get("label", "-")),
+                      f"{top.get('score', 0):.2f}", f"{model.get('name', '-')} v{model.get('version', '-')}",
+                      f"{rate:.1f}", f"{now - r['at']:.1f}s ago")
+        return t
+
+    with FleetClient(options_from(args)).connect(args.timeout) as client:
+        client.subscribe(prefix + f"{args.prefix}/+/results/#", on_result)
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        try:
+            if args.json:  # no live table: only the JSON at the end
+                while deadline is None or time.monotonic() < deadline:
+                    time.sleep(0.2)
+            else:
+                with Live(table(), console=console, refresh_per_second=2, transient=False) as live:
+                    while deadline is None or time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        live.update(table())
+        except KeyboardInterrupt:
+            pass
+    if args.json:
+        print(json.dumps([{"device": d, "camera": c, "roi": r, "count": v["count"], "last": v["doc"]}
+                          for (d, c, r), v in sorted(rows.items(), key=lambda kv: str(kv[0]))]))
+    return 0
+
+
+def run(handler: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(handler(args))
+    except UsageError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return 2
+    except FleetError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port] or mqtts://host[:port]")
+    p.add_argument("--prefix", default="edge", help="topic prefix of the gateways (default edge)")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--ca-file", type=Path)
+    p.add_argument("--cert", type=Path, help="client certificate (mqtts)")
+    p.add_argument("--key", type=Path, help="client key (mqtts)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker / a reply")
+    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def register(sub: Any) -> None:
+    from provisioning.fleet import rollout as fleet_rollout
+
+    fleet = sub.add_parser("fleet", help="the fleet over MQTT: ls, status, watch, cmd, deploy")
+    fsub = fleet.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND")
+
+    def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        p = fsub.add_parser(name, help=help_text)
+        add_broker_options(p)
+        p.set_defaults(handler=lambda a, h=handler: run(h, a))
+        return p
+
+    p = add("ls", "one row per device from the retained status/health/model topics", cmd_ls)
+    p.add_argument("--json", action="store_true", help="rows as JSON")
+    p = add("status", "one device in detail", cmd_status)
+    p.add_argument("device")
+    p.add_argument("--json", action="store_true")
+    p = add("watch", "live table of results", cmd_watch)
+    p.add_argument("--device", help="only these devices: 'all', a glob or a comma list")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--share", help="join shared subscription group GROUP (several watchers split the load)")
+    p.add_argument("--json", action="store_true", help="no live table; the last result per camera as JSON at the end")
+    p = add("cmd", "send a command to a device and print the reply", cmd_cmd)
+    p.add_argument("device")
+    p.add_argument("name", help="ping, config, snapshot, restart-camera, deploy, rollback")
+    p.add_argument("payload", nargs="?", help="JSON object (default {})")
+    p = add("deploy", "staged rollout of a model version to a set of devices", fleet_rollout.cmd_deploy)
+    fleet_rollout.add_arguments(p)
+    fleet.set_defaults(handler=lambda a: (fleet.print_help(sys.stderr), 2)[1])
+
