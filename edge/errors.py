@@ -17,7 +17,7 @@ exits 2, anything else that stops a program exits 1, and a restart the gateway a
     │   └── ArtifactError          registry artifacts: UnsafeArtifact, SignatureError, KeyFileError
     ├── ServingError               running a model
     │   ├── ClassifierError        (LiteRTError, BackendUnavailable), SavedModelError
-    │   ├── TensorConversionError, ProtoCompileError
+    │   ├── TensorConversionError, SnapshotError, ProtoCompileError
     ├── RolloutError               a rollout request cannot be carried out
     │   ├── ModelInstallError, CandidateLoadError
     ├── TransportError
@@ -156,6 +156,10 @@ class TensorConversionError(ServingError, ValueError):
     """A TensorProto that cannot become an ndarray, or an array that cannot become a TensorProto."""
 
 
+class SnapshotError(ServingError):
+    """A snapshot cannot be rendered (the frame could not be encoded as JPEG)."""
+
+
 class ProtoCompileError(ServingError, RuntimeError):
     """The vendored .proto files could not be compiled (protoc missing or a broken file)."""
 
@@ -252,7 +256,9 @@ class ServiceInstallError(ProvisioningError):
     """Install cannot proceed; one line (exit 1)."""
 
 
-_USAGE_ERRORS: tuple[type[EdgeError], ...] = (UsageError, ConfigError, InitError, CaError, BrokerConfigError)
+# what the user gave is wrong: arguments, config files, inputs to edgectl (key files, golden images)
+_USAGE_ERRORS: tuple[type[EdgeError], ...] = (UsageError, ConfigError, InitError, CaError, BrokerConfigError,
+                                              KeyGenError, KeyFileError, GoldenError)
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

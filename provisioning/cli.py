@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
 from provisioning import model as model_cli
 from provisioning.device import doctor, init, install, status
 from provisioning.fleet import cli as fleet
@@ -19,11 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"edgectl: config error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.file)
     cams = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
     print(f"{args.file}: OK — device {config.device_id}, model {config.model.name} "
           f"version {config.model.version}, backend {config.serving.backend}, cameras: {cams}")
@@ -51,14 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one command; the one place where errors become a line on stderr and an exit status:
+    2 for what the user gave (arguments, config, input files), 1 for what failed while doing it."""
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        print(f"edgectl: config error: {exc}", file=sys.stderr)
+    except EdgeError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return int(exit_code_for(exc))
+    except ValueError as exc:  # argument values the parsers refuse (fleet selectors, numbers, JSON)
+        print(f"edgectl: {exc}", file=sys.stderr)
+    except (EOFError, KeyboardInterrupt):
+        print("edgectl: cancelled", file=sys.stderr)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"edgectl: failed at{where}: {exc.strerror or exc}", file=sys.stderr)
+        return int(ExitCode.FAILURE)
+    return int(ExitCode.USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        return 2
-    return int(handler(args))
+        return int(ExitCode.USAGE)
+    return run(handler, args)
 
 
 if __name__ == "__main__":

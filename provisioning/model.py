@@ -18,13 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
 from edge.errors import (
-    ArtifactError,
-    GoldenError,
-    KeyFileError,
-    RegistryError,
+    ClassifierError,
+    SavedModelError,
     UsageError,
 )
+from edge.model_server.warmup import write_warmup_records
 from edge.models.artifact import (
     ARTIFACT_TYPE,
     CONFIG_MEDIA_TYPE,
@@ -39,6 +43,14 @@ from edge.models.artifact import (
     sign_digest,
     signature_tag,
 )
+from edge.models.golden import list_images, read_image, write_reference
+from edge.models.metadata import ASSETS_EXTRA, PreprocessSpec
+from edge.serving.base import softmax
+from edge.serving.embedded import image_input_of, scores_output_of
+from edge.serving.preprocess import FramePreprocessor
+from edge.serving.protos import messages
+from edge.serving.savedmodel import SavedModelRunner
+from edge.serving.tensors import from_ndarray
 from edge.transport.oci import OCI_MANIFEST, RegistryClient
 from edge.util.ociref import Reference
 
@@ -49,18 +61,6 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 
-def cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """One line on stderr instead of a traceback: 2 for bad arguments/inputs, 1 for operational failures."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (UsageError, ValueError, KeyFileError, GoldenError) as exc:
-            print(f"edgectl: {exc}", file=sys.stderr)
-            return 2
-        except (RegistryError, ArtifactError, OSError) as exc:
-            print(f"edgectl: {exc}", file=sys.stderr)
-            return 1
-    return run
 
 
 # --- package -------------------------------------------------------------------------------------
@@ -73,8 +73,6 @@ def positive_int(text: str) -> int:
 
 def parse_preprocess(text: str | None) -> Any:
     """``color=RGB,mean=127,std=128`` (mean/std: one number or three joined by ':') -> PreprocessSpec."""
-    from edge.models.metadata import PreprocessSpec
-
     if not text:
         return PreprocessSpec()
     fields: dict[str, Any] = {}
@@ -112,15 +110,6 @@ def package(savedmodel: Path, out: Path, *, name: str, version: int, labels: Pat
             golden: Path | None = None, preprocess: Any = None, output_name: str | None = None,
             activation: str = "none", force: bool = False, source: str | None = None) -> dict:
     """Build a complete version folder at ``out``; returns its model config (model.json)."""
-    import numpy as np
-
-    from edge.errors import ClassifierError, SavedModelError
-    from edge.models.golden import list_images, read_image, write_reference
-    from edge.models.metadata import ASSETS_EXTRA, PreprocessSpec
-    from edge.serving.base import softmax
-    from edge.serving.embedded import image_input_of, scores_output_of
-    from edge.serving.preprocess import FramePreprocessor
-    from edge.serving.savedmodel import SavedModelRunner
 
     if not NAME_RE.match(name):
         raise UsageError(f"--name {name!r}: use letters, digits, '_', '.', '-' (it names the model folder)")
@@ -199,10 +188,6 @@ def package(savedmodel: Path, out: Path, *, name: str, version: int, labels: Pat
 
 def _write_warmup(extra: Path, model_name: str, input_name: str, batches: list) -> None:
     """TF Serving warm-up records (PredictionLog.predict_log.request), one per golden image."""
-    from edge.model_server.warmup import write_warmup_records
-    from edge.serving.protos import messages
-    from edge.serving.tensors import from_ndarray
-
     pb = messages()
     logs = []
     for batch in batches:
@@ -215,7 +200,6 @@ def _write_warmup(extra: Path, model_name: str, input_name: str, batches: list) 
     write_warmup_records(extra / "tf_serving_warmup_requests", logs)
 
 
-@cli_errors
 def cmd_package(args: argparse.Namespace) -> int:
     out = args.out or Path(args.name) / str(args.version)
     package(args.savedmodel, out, name=args.name, version=args.version, labels=args.labels, golden=args.golden,
@@ -282,10 +266,7 @@ def push_version(client: RegistryClient, ref: Reference, version_dir: Path, *, p
     return digest, client.push_manifest(ref.repository, signature_tag(digest), sig_manifest)
 
 
-@cli_errors
 def cmd_push(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     ref = parse_ref(args.ref, tag=True)
     key = load_private_key(args.sign_key) if args.sign_key else None
     if not args.package.is_dir():
@@ -302,7 +283,6 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-@cli_errors
 def cmd_promote(args: argparse.Namespace) -> int:
     ref = parse_ref(args.ref, tag=False)
     if not TAG_RE.match(args.channel) or args.channel.isdigit():
@@ -316,15 +296,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
     return Console(stderr=stderr, width=None if sys.stdout.isatty() else 160)
 
 
-@cli_errors
 def cmd_ls(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     ref = parse_ref(args.ref, tag=False)
     with make_client(args, ref) as client:
         tags = client.list_tags(ref.repository)

@@ -11,7 +11,7 @@ from camera import Frame, Roi
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.serving.base import ClassifierInfo, ImageInput
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput
 
 
 @dataclass
@@ -25,6 +25,9 @@ class SlotCamera:
     def put(self, number: int) -> None:
         image = np.full((20, 30, 3), number % 255, dtype=np.uint8)
         self.frames = [Frame(self.name, number, image, time.time(), time.monotonic())]
+
+    def set_transform(self, transform: object) -> None:
+        """No preprocessing in this test slot: the pipeline preprocesses on its own thread."""
 
     def take(self, timeout_s: float = 0.0) -> Frame | None:
         return self.frames.pop() if self.frames else None
@@ -75,7 +78,7 @@ def test_rotation_is_fair_above_capacity() -> None:
     assert set(counts.values()) == {10}
 
 
-class FakeClassifier:
+class FakeClassifier(ClassifierBase):
     """Stands in for a model so the loop can be tested without TensorFlow; real models are tested elsewhere."""
 
     def __init__(self, fail_first: int = 0) -> None:

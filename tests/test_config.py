@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import gateway
+from edge.app import main as gateway
 from edge.app.wiring import capture_settings
 from edge.config.loader import load_config
 from edge.errors import ConfigError

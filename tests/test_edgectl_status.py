@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.device.health import HealthMonitor
+from camera import CameraStats
+from edge.device.health import HealthInputs, HealthMonitor
 from edge.device.status_file import read_status, write_status
 from edge.errors import StatusFileError, StatusFileStale
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
@@ -25,15 +26,16 @@ EDGECTL = [sys.executable, "-m", "provisioning.cli"]
 
 def snapshot() -> dict:
     """A snapshot built by the daemon's own HealthMonitor."""
-    cameras = [{"name": "front", "state": "online", "camera_fps": 30.0, "process_fps": 5.0, "skipped_fps": 25.0,
-                "reconnects": 0, "resolution": [1280, 720]},
-               {"name": "yard", "state": "offline", "camera_fps": 0.0, "process_fps": 0.0, "skipped_fps": 0.0,
-                "reconnects": 3, "resolution": None}]
+    cameras = [CameraStats("front", "online", "rtsp://front", 30.0, 5.0, 25.0, 0, 0.02, 900, 150, 750, (1280, 720),
+                           None),
+               CameraStats("yard", "offline", "rtsp://yard", 0.0, 0.0, 0.0, 3, None, 0, 0, 0, None, "no frames")]
     model = {"name": "colour", "version": 2, "runtime": "tensorflow", "backend": {"state": "ok"}}
     inference = {"frames_classified": 1234, "errors": 0, "inference_ms": {"p50": 3.2}}
     mqtt = {"state": "connected", "connected": True, "broker": "127.0.0.1:1883",
             "spool": {"depth": 7, "dropped": 0}}
-    return HealthMonitor("gate-01").snapshot(cameras, model, inference, {"published": 1200}, mqtt)
+    return HealthMonitor("gate-01").snapshot(HealthInputs(
+        cameras=cameras, model=model, inference=inference, results={"published": 1200}, mqtt=mqtt,
+        mqtt_connected=True))
 
 
 def status(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.app.wiring import discovery_settings
 from edge.config.loader import parse_config
 from edge.errors import ConfigError
 from edge.transport.homeassistant import discovery_payload
@@ -25,7 +26,7 @@ def base_config(**extra) -> dict:
 
 def test_discovery_payload_components() -> None:
     config = parse_config(base_config(homeassistant={"enabled": True}))
-    doc = discovery_payload(config)
+    doc = discovery_payload(discovery_settings(config))
     assert doc["dev"]["ids"] == ["edge_gw_ha"]
     cmps = doc["cmps"]
     assert sorted(cmps) == ["edge_gw_ha_back_yard_label", "edge_gw_ha_back_yard_score", "edge_gw_ha_fps",

@@ -14,7 +14,7 @@ from camera import Frame
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.serving.base import ClassifierInfo, ImageInput
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput
 from tests.fixtures.models import colour_litert_info
 
 
@@ -28,6 +28,9 @@ class EndlessCamera:
         self._image[...] = colour[::-1]  # BGR
         self._number = 0
         self._lock = threading.Lock()
+
+    def set_transform(self, transform: object) -> None:
+        """No preprocessing in this test slot: the pipeline preprocesses on its own thread."""
 
     def take(self, timeout_s: float = 0.0) -> Frame | None:
         with self._lock:
@@ -162,7 +165,7 @@ def test_two_threads_classify_side_by_side_and_keep_camera_order(colour_tflite: 
     pool.close()
 
 
-class FixedClassifier:
+class FixedClassifier(ClassifierBase):
     """A model stand-in with a chosen concurrency (the thread count is what is tested here)."""
 
     def __init__(self, concurrency: int) -> None:

@@ -18,11 +18,11 @@ from camera import Frame, FrameTransform, Roi, crop_regions
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import ClassifiedBatch, InferencePipeline, _Worker
 from edge.models.metadata import PreprocessSpec, VersionMetadata
-from edge.serving.base import ClassifierInfo, ImageInput
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput
 from edge.serving.preprocess import FramePreprocessor
 
 
-class CountingClassifier:
+class CountingClassifier(ClassifierBase):
     """A stand-in model for counting only: records every batch it is given (copies, for checking)."""
 
     def __init__(self, height: int = 16, width: int = 16, dtype: str = "uint8", color: str = "RGB",

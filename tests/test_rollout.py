@@ -17,6 +17,7 @@ from edge.models.store import ModelVersion
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
 from edge.rollout.validation import validate
+from edge.serving.base import ClassifierBase
 from edge.serving.embedded import EmbeddedClassifier
 from edge.util.ociref import Reference
 from provisioning.model import push_version
@@ -41,7 +42,7 @@ def test_validation_accepts_a_good_version(colour_packages, current) -> None:  #
 
 
 @pytest.mark.parametrize("variant, expected", [
-    ("permuted", r"golden image blue.png: top-1 0 != reference 2"),
+    ("permuted", r"golden image blue.png: top-1 class 0 != reference 2"),
     ("nan", r"golden image blue.png: output has NaN/Inf values"),
     ("nogolden", r"no golden images in assets.extra/golden/ \(rollout.require_golden = true\)"),
 ])
@@ -62,7 +63,7 @@ def test_validation_refuses_a_slow_candidate_and_accepts_missing_golden_when_all
     assert report.ok, report.reasons
 
 
-class FailsInPipeline:
+class FailsInPipeline(ClassifierBase):
     """Wraps a classifier that passes validation but fails on the inference thread (a regression
     that only shows under real traffic)."""
 

@@ -110,6 +110,9 @@ class SolidCamera:
     def rois(self) -> tuple:
         return ()
 
+    def set_transform(self, transform: object) -> None:
+        """No preprocessing in this test slot: the pipeline preprocesses on its own thread."""
+
     def take(self, timeout_s: float = 0.0) -> Frame | None:
         with self._lock:
             now = time.monotonic()

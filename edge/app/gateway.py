@@ -1,4 +1,10 @@
-"""`edge-gateway`: the daemon. Wires config -> cameras -> pipeline -> spool -> MQTT, and stops cleanly."""
+"""The daemon's parts and their lifecycle: config -> cameras -> pipeline -> spool -> MQTT, and a clean stop.
+
+The gateway owns the parts and wires them; each part gets what it needs passed in (the device
+commands a :class:`~edge.device.commands.DeviceContext`, model updates the reporter and health,
+Home Assistant its :class:`~edge.transport.homeassistant.DiscoverySettings`). Nothing reaches
+back into this object.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,10 +15,11 @@ from typing import Any
 
 from camera.live import LiveCamera
 from edge.app.model_updates import ModelUpdates
-from edge.app.wiring import capture_settings, load_classifier, mqtt_settings
+from edge.app.wiring import camera_settings, discovery_settings, load_classifier, mqtt_settings
+from edge.config.patch import LiveConfig, PatchOutcome
 from edge.config.schema import GatewayConfig
-from edge.device.commands import DeviceCommands
-from edge.device.health import HealthMonitor
+from edge.device.commands import DeviceCommands, DeviceContext, DeviceStatus
+from edge.device.health import HealthInputs, HealthMonitor
 from edge.device.status_file import write_status
 from edge.device.systemd import Supervisor, SystemdNotifier, pipeline_progress
 from edge.errors import (
@@ -25,9 +32,10 @@ from edge.errors import (
     StartupError,
 )
 from edge.inference.batcher import FrameBatcher
-from edge.inference.pipeline import InferencePipeline
+from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.inference.results import ResultPublisher
 from edge.inference.snapshots import SnapshotTap
+from edge.models.state import RolloutState
 from edge.serving.base import Classifier
 from edge.transport.commands import CommandRouter
 from edge.transport.homeassistant import HomeAssistantDiscovery
@@ -41,8 +49,7 @@ class Gateway:
     """The running daemon's parts and their lifecycle."""
 
     def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
-        self.config = config
-        self.config_path = config_path  # cmd/config persists patches here
+        self.live_config = LiveConfig(config, config_path)  # cmd/config patches go through it
         self.exit_status = 0
         self.stop_requested = threading.Event()
         self.health = HealthMonitor(config.device_id)
@@ -51,27 +58,33 @@ class Gateway:
             self.spool = Spool(config.spool.path, max_bytes=int(config.spool.max_mb * 1048576), sync=config.spool.sync)
         except (SpoolError, OSError) as exc:
             raise StartupError(f"spool.path {config.spool.path}: {exc}") from None
-        self.reporter = MqttReporter(mqtt_settings(config), config.device_id, self.spool, on_event=self._event)
+        self.reporter = MqttReporter(mqtt_settings(config), config.device_id, self.spool, on_event=self.emit)
         self.frame_ready = threading.Event()
-        self.cameras = [
-            LiveCamera(s, on_event=self._event, frame_ready=self.frame_ready) for s in capture_settings(config)
-        ]
+        self.cameras = [LiveCamera(camera_settings(cam), on_event=self.emit, frame_ready=self.frame_ready)
+                        for cam in config.cameras]
         self.classifier: Classifier | None = None
         self.pipeline: InferencePipeline | None = None
         self.publisher: ResultPublisher | None = None
-        self.snapshots: SnapshotTap | None = None
+        self.snapshots = SnapshotTap()
+        self.commands = CommandRouter(self.reporter)
         self.updates: ModelUpdates | None = None
         if config.registry is not None:
-            self.updates = ModelUpdates(config, self.reporter, self.health, self._event, self.stop_requested)
-        # One router for all commands: deploy/rollback (model_updates.py) + ping/config/snapshot/restart-camera.
-        self.commands: CommandRouter = self.updates.commands if self.updates is not None else CommandRouter(self.reporter)
-        DeviceCommands(self).register(self.commands)
+            self.updates = ModelUpdates(config, self.reporter, self.health, self.emit, self.stop_requested)
+            self.updates.register(self.commands)
+        DeviceCommands(DeviceContext(
+            config=self.live_config, cameras=self.cameras, snapshots=self.snapshots, status=self.device_status,
+            apply_live=self._apply_live, request_restart=self.request_restart, emit=self.emit,
+            started_mono=self.health.started_mono)).register(self.commands)
         self.homeassistant: HomeAssistantDiscovery | None = None
         if config.homeassistant.enabled:
-            self.homeassistant = HomeAssistantDiscovery(config, self.reporter)
+            self.homeassistant = HomeAssistantDiscovery(discovery_settings(config), self.reporter)
         self.notifier = SystemdNotifier()  # a no-op unless started by systemd (NOTIFY_SOCKET)
         self.supervisor: Supervisor | None = None
         self._status_file_error: str | None = None
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.live_config.current
 
     def request_restart(self, reason: str) -> None:
         """Stop cleanly soon (after the command's reply is out) and exit with EXIT_RESTART."""
@@ -82,23 +95,18 @@ class Gateway:
         timer.start()
 
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
-        self._event(kind, payload)
-
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+        """An event: logged, and spooled for `events` (a full disk must not take the caller's thread down)."""
         logger.info("event %s %s", kind, payload)
         try:
             self.reporter.publish_event(kind, dict(payload))
-        except Exception as exc:  # a full disk must not take the camera thread down
+        except Exception as exc:
             logger.error("could not spool event %s: %s", kind, exc)
 
     def start(self) -> None:
         self.reporter.start()
         if self.homeassistant is not None:
             self.homeassistant.start()
-        if self.updates is not None:
-            self.updates.start_commands()
-        else:
-            self.commands.start()
+        self.commands.start()  # commands queue up while a first version installs
         try:
             if self.updates is not None:
                 self.classifier = self.updates.initial_classifier()
@@ -107,81 +115,119 @@ class Gateway:
             else:
                 self.classifier = load_classifier(self.config)
         except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
+            self.commands.stop(1.0)
             self.reporter.stop(flush_timeout_s=1.0)
             raise StartupError(str(exc)) from None
-        self.publisher = ResultPublisher(
-            self.reporter,
-            self.config.device_id,
-            k=self.config.model.top_k,
-            on_change_only=self.config.results.publish == "on_change",
-            min_score=self.config.results.min_score,
-        )
-        batcher = FrameBatcher(
-            self.cameras, self.frame_ready, self.config.serving.max_batch_size, self.config.serving.max_wait_ms / 1000.0
-        )
-        self.snapshots = SnapshotTap(self.publisher.submit)  # remembers each camera's last frame for cmd/snapshot
-        self.pipeline = InferencePipeline(batcher, self.classifier, self.snapshots)
+        config = self.config
+        self.publisher = ResultPublisher(self.reporter, config.device_id, k=config.model.top_k,
+                                         on_change_only=config.results.publish == "on_change",
+                                         min_score=config.results.min_score)
+        batcher = FrameBatcher(self.cameras, self.frame_ready, config.serving.max_batch_size,
+                               config.serving.max_wait_ms / 1000.0)
+        self.pipeline = InferencePipeline(batcher, self.classifier, self._deliver)
         self.publisher.start()
         self.pipeline.start()
         if self.updates is not None:
             self.updates.start(self.pipeline)
         for cam in self.cameras:
             cam.start()
-        self._event("gateway_started", {"model": self._model_health(), "cameras": [c.name for c in self.cameras]})
+        self.emit("gateway_started", {"model": self._model_health(), "cameras": [c.name for c in self.cameras]})
         # READY: model loaded, cameras started, MQTT connected or spooling. From now on the watchdog
         # is fed only while the inference loop turns (frames classified, or idle without frames).
         self.notifier.ready(self.status_text())
         self.supervisor = Supervisor(self.notifier, pipeline_progress(self.pipeline, max_stall_s=10.0),
                                      self.status_text).start()
 
+    def _deliver(self, batch: ClassifiedBatch) -> None:
+        """The pipeline's output: remembered for snapshots, then handed to the publisher."""
+        self.snapshots.record(batch)
+        assert self.publisher is not None
+        self.publisher.submit(batch)
+
+    def _apply_live(self, outcome: PatchOutcome) -> None:
+        """A validated, persisted patch whose every change applies to the running gateway."""
+        new = outcome.new
+        for index in sorted({int(p[1]) for p in outcome.paths if p[0] == "cameras"}):
+            self.cameras[index].reconfigure(camera_settings(new.cameras[index]))
+        if self.publisher is not None:  # not serving yet: it is built from the current config when it starts
+            self.publisher.reconfigure(k=new.model.top_k, on_change_only=new.results.publish == "on_change",
+                                       min_score=new.results.min_score)
+        if ("log_level",) in outcome.paths:
+            logging.getLogger().setLevel(new.log_level.upper())
+
+    def _serving_version(self) -> int | None:
+        try:
+            return self.pipeline.classifier.info.version if self.pipeline is not None else None
+        except ClassifierError:
+            return None
+
     def status_text(self) -> str:
         """The one-line STATUS= systemd shows: fps, model version, broker state, spool depth."""
         mqtt = self.reporter.stats()
         fps = sum(c.stats().process_fps for c in self.cameras)
-        try:
-            version = self.pipeline.classifier.info.version if self.pipeline else None
-        except ClassifierError:
-            version = None
-        return (f"{fps:.1f} fps classified, model {self.config.model.name} v{version}, "
+        return (f"{fps:.1f} fps classified, model {self.config.model.name} v{self._serving_version()}, "
                 f"broker {mqtt['state']}, spool {mqtt['spool'].get('depth')}")
 
-    def _model_health(self) -> dict[str, Any]:
-        assert self.pipeline is not None or self.classifier is not None
-        classifier = self.pipeline.classifier if self.pipeline is not None else self.classifier
-        doc = self._classifier_health(classifier)
-        if self.updates is not None:
-            doc["rollout"] = self.updates.summary()
-        return doc
+    def device_status(self) -> DeviceStatus:
+        """For `ping`: the health state (or starting / waiting-for-model), the serving version, the rollout state."""
+        state = "starting"
+        if self.pipeline is not None and self.publisher is not None:
+            try:
+                state = str(self.health_snapshot()["state"])
+            except Exception as exc:
+                state = f"unknown ({exc})"
+        elif self.health.waiting_for_model:
+            state = "waiting-for-model"
+        model_state = str(self.updates.summary().get("state")) if self.updates is not None else None
+        return DeviceStatus(state, self._serving_version(), model_state)
 
-    def _classifier_health(self, classifier: Classifier) -> dict[str, Any]:
-        backend = getattr(classifier, "health", None)
-        doc: dict[str, Any] = {"name": self.config.model.name, "backend": backend() if backend else
-                               {"backend": self.config.serving.backend, "state": "ok"}}
+    def _model_health(self) -> dict[str, Any]:
+        classifier = self.pipeline.classifier if self.pipeline is not None else self.classifier
+        assert classifier is not None
+        doc: dict[str, Any] = {"name": self.config.model.name, "backend": classifier.health()}
         try:
             info = classifier.info
         except ClassifierError as exc:  # a remote backend that is not reachable yet
             doc.update(version=None, runtime=self.config.serving.backend, error=str(exc))
-            return doc
-        doc.update(version=info.version, runtime=info.runtime,
-                   input={"name": info.image_input.name, "dtype": info.image_input.dtype,
-                          "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]})
+        else:
+            doc.update(version=info.version, runtime=info.runtime,
+                       input={"name": info.image_input.name, "dtype": info.image_input.dtype,
+                              "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]})
+        if self.updates is not None:
+            doc["rollout"] = self.updates.summary()
         return doc
 
     def health_snapshot(self) -> dict[str, Any]:
         assert self.classifier is not None and self.pipeline is not None and self.publisher is not None
-        inference = self.pipeline.stats()
-        inference["errors_recent"] = bool(
-            self.pipeline.errors
-            and (self.pipeline.last_classified_mono is None
-                 or self.pipeline.last_classified_mono < time.monotonic() - self.config.health.interval_s)
+        pipeline, publisher = self.pipeline, self.publisher
+        inference = pipeline.stats()
+        inference["errors_recent"] = errors_recent = bool(
+            pipeline.errors
+            and (pipeline.last_classified_mono is None
+                 or pipeline.last_classified_mono < time.monotonic() - self.config.health.interval_s)
         )
-        return self.health.snapshot(
-            cameras=[c.stats().as_dict() for c in self.cameras],
-            model=self._model_health(),
+        model = self._model_health()
+        backend = model["backend"]
+        rollout = model.get("rollout")
+        mqtt = self.reporter.stats()
+        results = publisher.stats()
+        return self.health.snapshot(HealthInputs(
+            cameras=[c.stats() for c in self.cameras],
+            model=model,
+            backend_state=str(backend.get("state", "ok")),
+            backend_error=backend.get("last_error"),
+            rollout_state=RolloutState.parse(rollout["state"]) if rollout else None,
+            rollout_error=rollout.get("last_error") if rollout else None,
             inference=inference,
-            results=self.publisher.stats(),
-            mqtt=self.reporter.stats(),
-        )
+            inference_errors_recent=errors_recent,
+            inference_error=pipeline.last_error,
+            results=results,
+            results_errors_recent=bool(results["errors_recent"]),
+            results_error=publisher.last_error,
+            mqtt=mqtt,
+            mqtt_connected=bool(mqtt["connected"]),
+            spool_error=mqtt["spool"].get("last_error"),
+        ))
 
     def run_until_stopped(self) -> None:
         next_health = time.monotonic()
@@ -225,10 +271,9 @@ class Gateway:
             t.start()
         for t in stoppers:
             t.join(4.0)
+        self.commands.stop(2.0)
         if self.updates is not None:
-            self.updates.stop()  # its router is self.commands
-        else:
-            self.commands.stop(2.0)
+            self.updates.stop()
         if self.pipeline is not None:
             self.pipeline.stop(5.0)
         if self.publisher is not None:

@@ -1,70 +1,75 @@
-"""Builders that turn the validated config into the parts' own settings and objects."""
+"""Builders that turn the validated config into the parts' own settings and objects.
+
+Settings objects are derived field by name (:func:`edge.util.derive.settings_from`), so a key
+added to a config section and to the settings it feeds needs no copy here.
+"""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from camera import CaptureSettings, Roi
-from edge.config.schema import GatewayConfig
+from edge.config.schema import CameraConfig, GatewayConfig, RegistryConfig
+from edge.errors import CandidateLoadError
 from edge.models.metadata import PreprocessSpec
 from edge.models.store import ModelStore, ModelVersion
+from edge.rollout.policy import RolloutSettings
 from edge.serving.base import Classifier
+from edge.serving.embedded import EmbeddedClassifier
+from edge.serving.tfserving import TFServingClassifier, wait_tfserving_available
+from edge.transport.homeassistant import DiscoverySettings
 from edge.transport.mqtt import MqttSettings
+from edge.transport.oci import RegistryClient
+from edge.util.derive import settings_from
+from edge.util.ociref import Reference
 
 logger = logging.getLogger(__name__)
 
 
+def camera_settings(cam: CameraConfig) -> CaptureSettings:
+    return settings_from(CaptureSettings, cam, renames={"uri": "source", "target_fps": "fps"},
+                         rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois))
+
+
 def capture_settings(config: GatewayConfig) -> list[CaptureSettings]:
-    return [
-        CaptureSettings(
-            name=cam.name,
-            uri=cam.source,
-            target_fps=cam.fps,
-            size=cam.size,
-            rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois),
-            loop=cam.loop,
-            realtime=cam.realtime,
-            watchdog_s=cam.watchdog_s,
-            backoff_initial_s=cam.backoff_initial_s,
-            backoff_max_s=cam.backoff_max_s,
-            open_timeout_s=cam.open_timeout_s,
-            read_timeout_s=cam.read_timeout_s,
-            decode=cam.decode,
-        )
-        for cam in config.cameras
-    ]
+    return [camera_settings(cam) for cam in config.cameras]
 
 
 def mqtt_settings(config: GatewayConfig) -> MqttSettings:
-    m = config.mqtt
-    return MqttSettings(
-        url=m.url,
-        client_id=m.client_id,
-        username=m.username,
-        password=m.password,
-        ca_file=m.ca_file,
-        cert_file=m.cert_file,
-        key_file=m.key_file,
-        topic_prefix=m.topic_prefix,
-        keepalive_s=m.keepalive_s,
-    )
+    return settings_from(MqttSettings, config.mqtt)
+
+
+def rollout_settings(config: GatewayConfig) -> RolloutSettings:
+    poll = config.registry.poll_interval_s if config.registry is not None else RolloutSettings.poll_interval_s
+    return settings_from(RolloutSettings, config.rollout, poll_interval_s=poll,
+                         backoff_max_s=min(300.0, max(2.0, poll)))
+
+
+def discovery_settings(config: GatewayConfig) -> DiscoverySettings:
+    return DiscoverySettings(config.device_id, config.mqtt.topic_prefix, config.homeassistant.discovery_prefix,
+                             tuple(cam.name for cam in config.cameras))
+
+
+def registry_client(registry: RegistryConfig) -> RegistryClient:
+    ref = Reference.parse(registry.ref)
+    return RegistryClient(ref.registry, username=registry.username, password=registry.password,
+                          insecure=registry.insecure, ca_file=registry.ca_file, timeout_s=registry.timeout_s)
 
 
 def preprocess_override(config: GatewayConfig) -> PreprocessSpec | None:
     """`[model.preprocess]` from the config, which overrides the version's edge.json."""
     p = config.model.preprocess
-    if p is None:
-        return None
-    return PreprocessSpec(color=p.color, resize=p.resize, mean=p.mean, std=p.std)
+    return None if p is None else settings_from(PreprocessSpec, p)
+
+
+def model_base(config: GatewayConfig) -> Path:
+    return config.model.store / config.model.name
 
 
 def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) -> Classifier:
     """Load `version` (default: the configured one, resolved in the store) with the configured backend."""
     override = preprocess_override(config)
     if config.serving.backend == "tfserving":
-        from edge.serving.tfserving import (
-            TFServingClassifier,  # no TensorFlow import on this path
-        )
-
         return TFServingClassifier(
             config.serving.target,
             config.model.name,
@@ -75,11 +80,27 @@ def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) 
             send=config.serving.send,
             jpeg_quality=config.serving.jpeg_quality,
         )
-    from edge.serving.embedded import (
-        EmbeddedClassifier,  # TensorFlow only if TF ends up serving
-    )
+    # the embedded backend imports TensorFlow or LiteRT on load, never at import time
 
     if version is None:
         version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads,
                               runtime=config.serving.runtime, interpreters=config.serving.interpreters)
+
+
+def load_candidate(config: GatewayConfig, version: ModelVersion) -> Classifier:
+    """A classifier for a candidate `version` with the configured backend; CandidateLoadError when it cannot load.
+
+    ``tfserving``: waits until the server reports the version AVAILABLE (it loads it from the shared
+    store) and pins a new client to it. TF Serving / edge-model-server must then run with a policy
+    that keeps at least two versions (``latest { num_versions: 2 }``), so the old version stays
+    loaded for the frames still in flight and for rollback.
+    """
+    try:
+        if config.serving.backend == "tfserving":
+            wait_tfserving_available(config.serving.target, config.model.name, version.version)
+        return load_classifier(config, version)
+    except CandidateLoadError:
+        raise
+    except Exception as exc:  # a broken SavedModel, bad edge.json, wrong signature...
+        raise CandidateLoadError(f"version {version.version} cannot be loaded: {exc}") from None

@@ -23,12 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.config.loader import parse_config
 from edge.config.schema import GatewayConfig
-from edge.errors import ConfigError, PatchError
+from edge.errors import EXIT_RESTART, ConfigError, PatchError
 from edge.util.fsutil import atomic_write_bytes
 
 if sys.version_info >= (3, 11):
@@ -195,3 +197,62 @@ def persist(path: Path, document: dict[str, Any]) -> Path:
     except OSError as exc:
         raise PatchError(f"cannot write the config file {path}: {exc.strerror or exc}; nothing changed") from None
     return backup
+
+
+# -- the running gateway's config ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    """What a patch did: nothing, a live change, or a change that needs a restart (already persisted)."""
+
+    applied: str  # "none" | "live" | "restart"
+    old: GatewayConfig
+    new: GatewayConfig
+    paths: list[tuple[str, ...]] = field(default_factory=list)  # changed keys, cameras by index
+    changed: list[str] = field(default_factory=list)  # changed keys, cameras by name
+    restart_keys: list[str] = field(default_factory=list)
+    persisted: Path | None = None
+    backup: Path | None = None
+
+    def reply(self) -> dict[str, Any]:
+        """The `cmd/config` result document."""
+        doc: dict[str, Any] = {"applied": self.applied, "changed": self.changed, "restart_keys": self.restart_keys}
+        if self.persisted is not None:
+            doc.update(persisted=str(self.persisted), backup=str(self.backup))
+        if self.applied == "restart":
+            doc["exit_status"] = EXIT_RESTART
+        return doc
+
+
+class LiveConfig:
+    """The running gateway's validated config and the file it came from; patches go through here.
+
+    `current` changes only by a live patch; a patch that needs a restart is persisted and leaves
+    `current` as it is (the restarted gateway reads the file)."""
+
+    def __init__(self, config: GatewayConfig, path: Path | None) -> None:
+        self._current = config
+        self.path = path
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> GatewayConfig:
+        return self._current
+
+    def patch(self, patch: dict[str, Any]) -> PatchOutcome:
+        """Validate `patch` in full, persist it, and say how it applies; PatchError changes nothing."""
+        if self.path is None:
+            raise PatchError("this gateway was started without a config file; config patches are unavailable")
+        with self._lock:
+            document, new = validate_patch(self.path, patch)
+            old = self._current
+            paths = changed_keys(old, new)
+            if not paths:
+                return PatchOutcome("none", old, old)
+            restart_keys = needs_restart(old, paths)
+            changed = sorted({dotted(p, old) for p in paths})
+            backup = persist(self.path, document)
+            applied = "restart" if restart_keys else "live"
+            if applied == "live":
+                self._current = new
+            return PatchOutcome(applied, old, new, paths, changed, restart_keys, self.path, backup)

@@ -1,4 +1,10 @@
-"""The health snapshot: one JSON document with everything an operator looks at first."""
+"""The health snapshot: one JSON document with everything an operator looks at first.
+
+`state` is ``degraded`` with the reasons in ``problems`` when a camera is not online, the serving
+backend is not ok, inference or the spool failed recently, a model rollout reported an error, or
+the broker is disconnected. The reasons are computed from typed values (:class:`HealthInputs`);
+the document keeps the parts' own ``stats()`` sections as they are.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,15 +12,61 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
+from camera import CameraStats
+from edge.models.state import RolloutState
+
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class HealthInputs:
+    """What one health snapshot is made of: the typed facts problems are judged on, and the JSON sections."""
+
+    cameras: Sequence[CameraStats] = ()
+    model: dict[str, Any] = field(default_factory=dict)  # the `model` section (name, version, runtime, backend, rollout)
+    backend_state: str = "ok"  # "ok" | "connecting" | "degraded"
+    backend_error: str | None = None
+    rollout_state: RolloutState | None = None  # None without a registry
+    rollout_error: str | None = None
+    inference: dict[str, Any] = field(default_factory=dict)
+    inference_errors_recent: bool = False
+    inference_error: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    results_errors_recent: bool = False
+    results_error: str | None = None
+    mqtt: dict[str, Any] = field(default_factory=dict)  # MqttReporter.stats(), including its `spool` section
+    mqtt_connected: bool = False
+    spool_error: str | None = None
+
+
+def problems(inputs: HealthInputs, waiting_for_model: str | None = None) -> list[str]:
+    """Why the gateway is degraded, one line each; [] when it is ok."""
+    found: list[str] = []
+    if waiting_for_model:
+        found.append(waiting_for_model)
+    if inputs.rollout_error and inputs.rollout_state is not RolloutState.ROLLED_BACK:
+        found.append(f"model rollout: {inputs.rollout_error}")
+    found += [f"camera {cam.name} {cam.state}" for cam in inputs.cameras if cam.state != "online"]
+    if inputs.backend_state != "ok":
+        found.append(f"serving backend {inputs.backend_state}: {inputs.backend_error}")
+    if inputs.inference_errors_recent:
+        found.append(f"inference errors: {inputs.inference_error}")
+    if inputs.results_errors_recent:
+        found.append(f"spool errors: {inputs.results_error}")
+    if inputs.spool_error:
+        found.append(f"spool: {inputs.spool_error}")
+    if not inputs.mqtt_connected:
+        found.append("broker disconnected")
+    return found
+
+
 class HealthMonitor:
-    """Builds health snapshots from the parts' own stats(); decides `ok` or `degraded`."""
+    """Builds health snapshots; decides `ok` or `degraded`."""
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
@@ -24,49 +76,22 @@ class HealthMonitor:
         self._process.cpu_percent(None)  # first call primes the counter
         self.waiting_for_model: str | None = None  # set while a first model version is being installed
 
-    def snapshot(
-        self,
-        cameras: Sequence[dict[str, Any]],
-        model: dict[str, Any],
-        inference: dict[str, Any],
-        results: dict[str, Any],
-        mqtt: dict[str, Any],
-    ) -> dict[str, Any]:
-        problems: list[str] = []
-        if self.waiting_for_model:
-            problems.append(self.waiting_for_model)
-        rollout = model.get("rollout") or {}
-        if rollout.get("state") == "failed" or (rollout.get("last_error") and rollout.get("state") != "rolled-back"):
-            problems.append(f"model rollout: {rollout.get('last_error')}")
-        for cam in cameras:
-            if cam.get("state") != "online":
-                problems.append(f"camera {cam.get('name')} {cam.get('state')}")
-        backend = model.get("backend", {})
-        if backend.get("state") not in (None, "ok"):
-            problems.append(f"serving backend {backend.get('state')}: {backend.get('last_error')}")
-        if inference.get("errors_recent"):
-            problems.append(f"inference errors: {inference.get('last_error')}")
-        if results.get("errors_recent"):
-            problems.append(f"spool errors: {results.get('last_error')}")
-        spool = mqtt.get("spool", {})
-        if spool.get("last_error"):
-            problems.append(f"spool: {spool['last_error']}")
-        if not mqtt.get("connected"):
-            problems.append("broker disconnected")
+    def snapshot(self, inputs: HealthInputs) -> dict[str, Any]:
+        found = problems(inputs, self.waiting_for_model)
         memory = self._process.memory_info()
         return {
             "ts": round(time.time(), 3),
             "device": self.device_id,
-            "state": "degraded" if problems else "ok",
-            "problems": problems,
+            "state": "degraded" if found else "ok",
+            "problems": found,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "started_at": round(self.started_wall, 3),
-            "model": model,
-            "cameras": list(cameras),
-            "inference": inference,
-            "results": results,
-            "mqtt": {k: v for k, v in mqtt.items() if k != "spool"},
-            "spool": spool,
+            "model": inputs.model,
+            "cameras": [cam.as_dict() for cam in inputs.cameras],
+            "inference": inputs.inference,
+            "results": inputs.results,
+            "mqtt": {k: v for k, v in inputs.mqtt.items() if k != "spool"},
+            "spool": inputs.mqtt.get("spool", {}),
             "process": {
                 "cpu_percent": round(self._process.cpu_percent(None), 1),
                 "rss_mb": round(memory.rss / 1048576, 1),

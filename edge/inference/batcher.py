@@ -23,13 +23,14 @@ from typing import Protocol
 
 import numpy as np
 
-from camera import Frame, Roi, crop_regions
+from camera import Frame, FrameTransform, Roi, crop_regions
 
 logger = logging.getLogger(__name__)
 
 
 class FrameSourceSlot(Protocol):
-    """What the batcher needs from a camera capture: its name, ROIs and the newest frame."""
+    """What the batcher and the pipeline need from a camera capture: its name, ROIs, the newest
+    frame, and a place for the current model's preprocessing."""
 
     @property
     def name(self) -> str: ...
@@ -38,6 +39,9 @@ class FrameSourceSlot(Protocol):
     def rois(self) -> Sequence[Roi]: ...
 
     def take(self, timeout_s: float = 0.0) -> Frame | None: ...
+
+    def set_transform(self, transform: FrameTransform | None) -> None:
+        """The model's preprocessing, run in the capture thread on every kept frame (see camera.FrameTransform)."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 from edge.inference.batcher import FrameBatcher, WorkItem
 from edge.serving.base import Classifier, ImageInput
 from edge.serving.preprocess import FramePreprocessor
+from edge.util.stats import percentile
 
 logger = logging.getLogger(__name__)
 
@@ -144,14 +145,14 @@ class InferencePipeline:
         classifier = self._classifier
         if classifier is self._synced_classifier:
             return
-        preferred = getattr(classifier, "preferred_batch_size", None)
+        preferred = classifier.preferred_batch_size
         size = self._max_batch_size if not preferred else max(1, min(self._max_batch_size, int(preferred)))
+        preprocessor = self._preprocessor_for_info(classifier.info)  # may raise: retried next turn
         if size != self._batcher.max_batch_size:
             logger.info("batch size %d (serving.max_batch_size %d, the %s runtime prefers %s)", size,
-                        self._max_batch_size, getattr(getattr(classifier, "info", None), "runtime", "?"), preferred)
+                        self._max_batch_size, classifier.info.runtime, preferred)
         self._batcher.max_batch_size = size
-        preprocessor = self._preprocessor_for_info(classifier.info)  # may raise: retried next turn
-        workers = max(1, min(MAX_WORKERS, int(getattr(classifier, "concurrency", 1) or 1)))
+        workers = max(1, min(MAX_WORKERS, int(classifier.concurrency or 1)))
         if workers != self._active_workers:
             logger.info("%d inference thread(s) (the classifier runs %d call(s) at once)", workers, workers)
         self._active_workers = workers
@@ -160,12 +161,7 @@ class InferencePipeline:
         self._synced_classifier = classifier
         if preprocessor.tag != self._installed_tag:
             for camera in self._batcher.cameras:
-                set_transform = getattr(camera, "set_transform", None)
-                if set_transform is not None:
-                    set_transform(preprocessor)
-                else:
-                    logger.info("camera %s takes no transform: its frames are preprocessed on the inference "
-                                "thread", getattr(camera, "name", "?"))
+                camera.set_transform(preprocessor)
             self._installed_tag = preprocessor.tag
 
     def start(self) -> None:
@@ -281,14 +277,10 @@ class InferencePipeline:
             )
         )
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             recent = list(self._inference_ms)
             sizes = dict(sorted(self._batch_sizes.items()))
-        samples = sorted(recent)
-
-        def pct(p: float) -> float | None:
-            return round(samples[min(len(samples) - 1, int(p * len(samples)))], 2) if samples else None
         total = sum(k * v for k, v in sizes.items())
         return {
             "frames_classified": self.frames_classified,
@@ -296,7 +288,7 @@ class InferencePipeline:
             "errors": self.errors,
             "frames_failed": self.frames_failed,
             "last_error": self.last_error,
-            "inference_ms": {"p50": pct(0.5), "p95": pct(0.95), "last": round(recent[-1], 2) if recent else None},
+            "inference_ms": {"p50": percentile(recent, 0.5), "p95": percentile(recent, 0.95), "last": round(recent[-1], 2) if recent else None},
             "batch_size": {"mean": round(total / max(1, sum(sizes.values())), 2), "histogram": sizes,
                            "max": self._batcher.max_batch_size},
             "preprocess": {"in_capture_threads": self.pixels_reused, "on_inference_thread": self.pixels_redone},

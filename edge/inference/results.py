@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.inference.pipeline import ClassifiedBatch
+from edge.util.stats import percentile
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +168,7 @@ class ResultPublisher:
             del self._latency_ms[:1000]
 
     def stats(self) -> dict:
-        recent = sorted(self._latency_ms[-500:])
-        p = (lambda q: round(recent[min(len(recent) - 1, int(q * len(recent)))], 1) if recent else None)
+        recent = self._latency_ms[-500:]
         return {
             "published": self.published,
             "suppressed_unchanged": self.suppressed,
@@ -178,5 +178,5 @@ class ResultPublisher:
             "frames_lost": self.frames_lost,
             "last_error": self.last_error,
             "queue_depth": self._queue.qsize(),
-            "capture_to_publish_ms": {"p50": p(0.5), "p99": p(0.99)},
+            "capture_to_publish_ms": {"p50": percentile(recent, 0.5, 1), "p99": percentile(recent, 0.99, 1)},
         }

@@ -2,27 +2,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.errors import CommandError
+from edge.errors import SnapshotError
 from edge.inference.pipeline import ClassifiedBatch
+from edge.inference.results import top_k
 
 logger = logging.getLogger(__name__)
 
 
 MAX_SNAPSHOT_BYTES = 512 * 1024
-
-
 SNAPSHOT_LABELS = 3
 
 
 @dataclass(frozen=True)
-class _Seen:
+class SeenFrame:
     """References into the last classified batch of one camera (no copies on the inference thread)."""
 
     image: np.ndarray
@@ -33,13 +32,12 @@ class _Seen:
 
 
 class SnapshotTap:
-    """Sits between the pipeline and the result publisher and remembers each camera's last frame."""
+    """Remembers each camera's last classified frame (references, no copies on the inference thread)."""
 
-    def __init__(self, deliver: Callable[[ClassifiedBatch], None]) -> None:
-        self._deliver = deliver
-        self._seen: dict[str, _Seen] = {}
+    def __init__(self) -> None:
+        self._seen: dict[str, SeenFrame] = {}
 
-    def __call__(self, batch: ClassifiedBatch) -> None:
+    def record(self, batch: ClassifiedBatch) -> None:
         per_camera: dict[str, list[Any]] = {}
         frames: dict[str, Any] = {}
         for row, item in enumerate(batch.items):
@@ -50,10 +48,9 @@ class SnapshotTap:
             per_camera.setdefault(item.frame.camera, []).append((item.roi, batch.scores[row], box))
         for camera, rows in per_camera.items():
             frame = frames[camera]
-            self._seen[camera] = _Seen(frame.image, frame.number, frame.captured_wall, tuple(rows), batch.labels)
-        self._deliver(batch)
+            self._seen[camera] = SeenFrame(frame.image, frame.number, frame.captured_wall, tuple(rows), batch.labels)
 
-    def last(self, camera: str) -> _Seen | None:
+    def last(self, camera: str) -> SeenFrame | None:
         return self._seen.get(camera)
 
 
@@ -69,12 +66,12 @@ def _roi_box(full: np.ndarray, view: np.ndarray) -> tuple[int, int, int, int] | 
 
 
 def _top(scores: np.ndarray, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
-    order = np.argsort(-scores)[:k]
-    return [{"label": labels[i] if 0 <= i < len(labels) else str(int(i)), "score": round(float(scores[i]), 4)}
-            for i in order.tolist()]
+    indices, values = top_k(np.asarray(scores).reshape(1, -1), k)
+    return [{"label": labels[i] if 0 <= i < len(labels) else str(i), "score": round(float(s), 4)}
+            for i, s in zip(indices[0].tolist(), values[0].tolist())]
 
 
-def render_snapshot(seen: _Seen, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[bytes, int, int, bool, list]:
+def render_snapshot(seen: SeenFrame, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[bytes, int, int, bool, list]:
     """JPEG bytes (<= max_bytes), width, height, scaled?, the labels drawn."""
 
     image = seen.image.copy()
@@ -100,7 +97,7 @@ def render_snapshot(seen: _Seen, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[b
     while True:
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
-            raise CommandError("could not encode the snapshot as JPEG")
+            raise SnapshotError("could not encode the snapshot as JPEG")
         data = encoded.tobytes()
         if len(data) <= max_bytes or min(image.shape[:2]) < 32:
             return data, int(image.shape[1]), int(image.shape[0]), scaled, drawn

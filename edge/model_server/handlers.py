@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import text_format
 
 from edge.errors import TensorConversionError
 from edge.model_server.examples import serialized_examples
@@ -51,7 +52,6 @@ def _version_of(spec: Any) -> tuple[int | None, str | None]:
 
 
 def _debug(sig: Any) -> str:
-    from google.protobuf import text_format
     return text_format.MessageToString(sig)
 
 

@@ -14,10 +14,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from edge.errors import FlagError, ServerConfigError
+import grpc
+
+from edge.errors import FlagError, ModelConfigError, ProtoConfigError, ServerConfigError
 from edge.model_server.flags import (
     PROG,
     ServerFlags,
@@ -26,6 +29,19 @@ from edge.model_server.flags import (
     usage,
     validate,
 )
+from edge.model_server.grpc_api import GrpcServer
+from edge.model_server.handlers import ServingCore
+from edge.model_server.manager import ServableManager, ServingError
+from edge.model_server.metrics import ServerMetrics
+from edge.model_server.model_config import (
+    ModelConfigWatcher,
+    load_model_config_file,
+    sources_from_flags,
+    sources_from_proto,
+)
+from edge.model_server.rest_api import RestApi, RestServer
+from edge.serving.protos import messages, parse_text_config
+from edge.util.logsetup import setup_logging
 
 logger = logging.getLogger("edge.model_server")
 
@@ -36,17 +52,12 @@ STOP_GRACE_S = 5.0
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("edge")
     except Exception:
         return "unknown"
 
 
 def _read_text_proto(path: str, message: str) -> Any:
-    from edge.errors import ProtoConfigError
-    from edge.serving.protos import parse_text_config
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -59,14 +70,6 @@ def _read_text_proto(path: str, message: str) -> Any:
 
 def _load_config(flags: ServerFlags) -> tuple[list[Any], Any, str | None]:
     """(model sources, BatchingParameters or None, prometheus path or None); raises ServerConfigError."""
-    from edge.errors import ModelConfigError
-    from edge.model_server.model_config import (
-        load_model_config_file,
-        sources_from_flags,
-    )
-    from edge.model_server.runtime import ServingError
-    from edge.serving.protos import messages
-
     try:
         if flags.model_config_file:
             sources = load_model_config_file(Path(flags.model_config_file))
@@ -89,13 +92,6 @@ def _load_config(flags: ServerFlags) -> tuple[list[Any], Any, str | None]:
 
 
 def _serve(flags: ServerFlags) -> int:
-    import grpc
-
-    from edge.model_server.grpc_api import GrpcServer
-    from edge.model_server.handlers import ServingCore
-    from edge.model_server.manager import ServableManager, ServingError
-    from edge.model_server.metrics import ServerMetrics
-    from edge.model_server.model_config import ModelConfigWatcher, sources_from_proto
 
     try:
         sources, batching, prometheus_path = _load_config(flags)
@@ -156,8 +152,6 @@ def _serve(flags: ServerFlags) -> int:
                                  max_workers=flags.grpc_max_threads)
         grpc_server.start()
         if flags.rest_api_port:
-            from edge.model_server.rest_api import RestApi, RestServer
-
             api = RestApi(core, timeout_ms=flags.rest_api_timeout_in_ms, prometheus_path=prometheus_path,
                           num_threads=flags.rest_api_num_threads)
             rest_server = RestServer(api, host=flags.rest_api_host, port=flags.rest_api_port,
@@ -198,7 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flags.version:
         print(f"{PROG} {_version()} (TensorFlow Serving-compatible ModelServer: PredictionService, ModelService)")
         return 0
-    from edge.util.logsetup import setup_logging
 
     setup_logging(flags.log_level)
     return _serve(flags)

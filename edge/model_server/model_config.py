@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 import grpc
 
-from edge.errors import ModelConfigError
+from edge.errors import ModelConfigError, ProtoConfigError
 from edge.model_server.policy import All, Latest, Specific, VersionPolicy
 from edge.model_server.runtime import ServingError
+from edge.serving.protos import parse_text_config
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,6 @@ def sources_from_proto(config: Any) -> list[ModelSource]:
 
 
 def parse_model_config(text: str, source: str = "model config") -> list[ModelSource]:
-    from edge.errors import ProtoConfigError
-    from edge.serving.protos import parse_text_config
-
     try:
         config = parse_text_config(text, "ModelServerConfig", source)
     except ProtoConfigError as exc:

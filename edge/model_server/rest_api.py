@@ -14,6 +14,7 @@ and runs requests on a bounded worker pool with ``--rest_api_timeout_in_ms`` (50
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -169,7 +170,6 @@ class RestApi:
         return rest_json.proto_json(self.core.get_model_status(request))
 
     def _metadata(self, spec: Any) -> str:
-        import json
         request = self.pb.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.CopyFrom(spec)
         response = self.core.get_model_metadata(request)

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from edge.model_server.manager import ServingError
 
@@ -436,6 +437,5 @@ def error_json(message: str) -> str:
 
 def proto_json(message: Any) -> str:
     """A message as TF Serving prints it (field names kept, defaults printed, 1-space indent)."""
-    from google.protobuf import json_format
     return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=1,
                                      always_print_fields_with_no_presence=True)

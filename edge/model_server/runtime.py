@@ -18,6 +18,8 @@ import grpc
 import numpy as np
 
 from edge.errors import SavedModelError
+from edge.serving.litert import interpreter_class
+from edge.serving.protos import messages
 from edge.serving.savedmodel import (
     DEFAULT_SIGNATURE,
     SavedModelRunner,
@@ -64,7 +66,7 @@ class Backend(Protocol):
 # ----------------------------------------------------------------------------- SavedModel
 def _saved_model_sigdefs(version_dir: Path) -> dict[str, Any]:
     """SignatureDefs of the "serve" MetaGraph, read from saved_model.pb (method names, feed names)."""
-    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.core.protobuf import saved_model_pb2  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
     sm = saved_model_pb2.SavedModel()
     sm.ParseFromString((version_dir / "saved_model.pb").read_bytes())
@@ -111,7 +113,7 @@ class SessionBackend:
     kind = "tensorflow"
 
     def __init__(self, version_dir: Path, threads: int = 0) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         config = tf.compat.v1.ConfigProto()
         if threads > 0:
@@ -138,7 +140,7 @@ class SessionBackend:
 
     @staticmethod
     def _info(alias: str, tensor: Any) -> TensorInfo:
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         dtype = tf.dtypes.as_dtype(tensor.dtype)
         shape = None
@@ -167,7 +169,9 @@ class SessionBackend:
 
 def _is_tf1_saved_model(version_dir: Path) -> bool:
     try:
-        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.core.protobuf import (
+            saved_model_pb2,  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
+        )
 
         sm = saved_model_pb2.SavedModel()
         sm.ParseFromString((version_dir / "saved_model.pb").read_bytes())
@@ -177,17 +181,6 @@ def _is_tf1_saved_model(version_dir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- TFLite
-def _interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter
-
-
 def _tflite_sigdefs(model_bytes: bytes) -> dict[str, bytes]:
     """The ``signature_defs_metadata`` TF Serving's converter stores (serialized SignatureDefs)."""
     schema = None
@@ -199,7 +192,7 @@ def _tflite_sigdefs(model_bytes: bytes) -> dict[str, bytes]:
             continue
     if schema is None:
         return {}
-    from flatbuffers import flexbuffers
+    from flatbuffers import flexbuffers  # comes with the LiteRT/TensorFlow runtime, only for .tflite models
 
     model = schema.Model.GetRootAsModel(model_bytes, 0)
     for i in range(model.MetadataLength()):
@@ -213,11 +206,9 @@ def _tflite_sigdefs(model_bytes: bytes) -> dict[str, bytes]:
 
 def _signature_def_message() -> Any:
     try:
-        from edge.serving.protos import messages
-
         return messages().SignatureDef
     except (ImportError, AttributeError):
-        from tensorflow.core.protobuf import meta_graph_pb2
+        from tensorflow.core.protobuf import meta_graph_pb2  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         return meta_graph_pb2.SignatureDef
 
@@ -231,7 +222,7 @@ class TFLiteBackend:
     def __init__(self, model_path: Path) -> None:
         data = Path(model_path).read_bytes()
         try:
-            self._interp = _interpreter_class()(model_content=data)
+            self._interp = interpreter_class()(model_content=data)
             self._interp.allocate_tensors()
         except Exception as exc:
             raise SavedModelError(f"{model_path}: cannot build a TFLite interpreter: {exc}") from exc

@@ -18,6 +18,8 @@ import grpc
 
 from edge.model_server.examples import serialized_examples
 from edge.model_server.runtime import Servable, ServingError
+from edge.serving.protos import messages
+from edge.serving.tensors import to_ndarray
 from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -103,8 +105,6 @@ def _run_examples(servable: Servable, signature_name: str, request_input: Any) -
 
 def replay(servable: Servable, log: Any) -> None:
     """Run one PredictionLog against a freshly loaded servable."""
-    from edge.serving.tensors import to_ndarray
-
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         requests = [log.predict_log.request]
@@ -132,7 +132,6 @@ def run_warmup(servable: Servable, version_dir: Path | None = None) -> int:
     if not path.is_file():
         logger.debug("No warmup data file found at %s", path)
         return 0
-    from edge.serving.protos import messages
 
     log_cls = messages().PredictionLog
     count = 0

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from edge.errors import GoldenError
+from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -125,28 +126,45 @@ def write_reference(version_dir: Path, results: Mapping[str, np.ndarray], *, out
         images.append({"file": name, "top1": int(np.argmax(scores)),
                        "scores": [round(float(v), SCORE_DIGITS) for v in scores]})
     path = folder / REFERENCE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"format": 1, "output": output, "images": images}, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps({"format": 1, "output": output, "images": images}, indent=1).encode() + b"\n",
+                       mode=0o644)
     return path
 
 
-def mismatch(golden: GoldenImage, scores: np.ndarray, *, atol: float = 1e-3) -> str | None:
-    """Why ``scores`` (one image's output vector) does not reproduce ``golden``; None when it does.
+@dataclass(frozen=True)
+class ScoreCheck:
+    """The verdict of :func:`compare_scores` on one image."""
 
-    The top-1 class must be the same and every score within ``atol`` of the reference.
+    problem: str | None  # None: accepted
+    max_abs_diff: float | None  # None when the outputs could not be compared at all
+
+
+def compare_scores(name: str, scores: np.ndarray, reference: np.ndarray, *, tolerance: float,
+                   reference_top1: int | None = None) -> ScoreCheck:
+    """THE acceptance rule for one image, used by rollout validation, runtime selection and packaging.
+
+    Compared in float64: the outputs must have the reference's shape, be finite (no NaN/Inf), have
+    the reference's top-1 class, and stay within ``tolerance`` of every reference score. A different
+    top-1 is accepted only where the reference itself cannot tell the two classes apart (their
+    reference scores within ``tolerance`` of each other): then the score check alone decides.
+    ``reference_top1`` defaults to the reference's argmax.
     """
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if scores.shape != golden.scores.shape:
-        return f"{golden.file}: {scores.size} scores, reference has {golden.scores.size}"
-    top1 = int(np.argmax(scores))
-    if top1 != golden.top1:
-        return f"{golden.file}: top-1 class {top1}, reference says {golden.top1}"
-    worst = float(np.max(np.abs(scores - golden.scores)))
-    if worst > atol:
-        return f"{golden.file}: scores differ from the reference by up to {worst:.6f} (tolerance {atol})"
-    return None
+    got = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+    if got.shape != ref.shape:
+        return ScoreCheck(f"{name}: {got.size} scores, reference has {ref.size}", None)
+    if not np.all(np.isfinite(got)):
+        return ScoreCheck(f"{name}: output has NaN/Inf values", None)
+    worst = float(np.max(np.abs(got - ref)))
+    top1 = int(np.argmax(got))
+    want = int(np.argmax(ref)) if reference_top1 is None else int(reference_top1)
+    if top1 != want and ref[top1] < ref[want] - tolerance:
+        return ScoreCheck(f"{name}: top-1 class {top1} != reference {want}", worst)
+    if worst > tolerance:
+        return ScoreCheck(f"{name}: max abs diff {worst:.3g} > tolerance {tolerance:g}", worst)
+    return ScoreCheck(None, worst)
+
+
+def mismatch(golden: GoldenImage, scores: np.ndarray, *, atol: float = 1e-3) -> str | None:
+    """Why ``scores`` (one image's output vector) does not reproduce ``golden``; None when it does."""
+    return compare_scores(golden.file, scores, golden.scores, tolerance=atol, reference_top1=golden.top1).problem

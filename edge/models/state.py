@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,41 @@ from edge.util.fsutil import atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 STATE_FILE = ".edge-state.json"
-STATES = ("idle", "downloading", "validating", "serving", "probation", "rolled-back", "failed")
+
+
+class RolloutState(str, Enum):
+    """Where a model's rollout stands (the `state` of the retained `model` message and of health).
+
+    idle -> downloading -> validating -> probation -> serving; refused versions go back to what
+    was before (serving, or idle when nothing serves yet); an automatic or operator rollback ends in
+    rolled-back, which stays until the next version passes probation.
+    """
+
+    IDLE = "idle"  # nothing serves yet (first install pending)
+    DOWNLOADING = "downloading"
+    VALIDATING = "validating"
+    PROBATION = "probation"
+    SERVING = "serving"
+    ROLLED_BACK = "rolled-back"
+
+    @classmethod
+    def parse(cls, value: object) -> RolloutState:
+        """A state read from disk; anything unknown (e.g. an older file's "failed") reads as idle."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.IDLE
+
+    def __str__(self) -> str:
+        return self.value
+
+
+INTERRUPTED = (RolloutState.DOWNLOADING, RolloutState.VALIDATING, RolloutState.PROBATION)
 
 
 @dataclass
 class ModelState:
-    state: str = "idle"
+    state: RolloutState = RolloutState.IDLE
     serving_version: int | None = None
     serving_digest: str | None = None
     previous_version: int | None = None
@@ -55,7 +85,7 @@ class ModelState:
 
         return {
             "format": 1,
-            "state": self.state,
+            "state": self.state.value,
             "serving": pair(self.serving_version, self.serving_digest),
             "previous": pair(self.previous_version, self.previous_digest),
             "installed": {str(v): d for v, d in sorted(self.installed.items())},
@@ -71,9 +101,8 @@ class ModelState:
     def from_json(cls, doc: dict[str, Any]) -> ModelState:
         serving = doc.get("serving") or {}
         previous = doc.get("previous") or {}
-        state = doc.get("state", "idle")
         return cls(
-            state=state if state in STATES else "idle",
+            state=RolloutState.parse(doc.get("state")),
             serving_version=serving.get("version"),
             serving_digest=serving.get("digest"),
             previous_version=previous.get("version"),
@@ -96,7 +125,7 @@ class ModelState:
     def summary(self) -> dict[str, Any]:
         """What health and the retained `model` topic show."""
         return {
-            "state": self.state,
+            "state": self.state.value,
             "serving": {"version": self.serving_version, "digest": self.serving_digest},
             "previous": {"version": self.previous_version, "digest": self.previous_digest},
             "installed": sorted(self.installed),
@@ -156,9 +185,9 @@ def recover(state: ModelState, model_base: Path) -> ModelState:
     state.installed = {v: d for v, d in state.installed.items() if v in present}
     if state.previous_version is not None and state.previous_version not in present:
         state.previous_version = state.previous_digest = None
-    if state.state in ("downloading", "validating", "probation"):
+    if state.state in INTERRUPTED:
         # Interrupted mid-rollout: what was serving (recorded) is what serves now.
-        state.state = "serving" if state.serving_version is not None else "idle"
+        state.state = RolloutState.SERVING if state.serving_version is not None else RolloutState.IDLE
     return state
 
 

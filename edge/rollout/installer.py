@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ModelInstallError
+from edge.models.artifact import pull_model
 from edge.models.state import ModelState, StateStore
-from edge.models.store import is_version_dir
+from edge.models.store import is_version_dir, list_versions
 from edge.util.fsutil import fsync_dir
 from edge.util.ociref import Reference
 
@@ -91,8 +92,6 @@ class ModelInstaller:
         self.public_key = public_key
         self.max_bytes = max_bytes
         if puller is None:
-            from edge.models.artifact import pull_model
-
             puller = pull_model
         self._pull = puller
 
@@ -168,8 +167,6 @@ class ModelInstaller:
 
     def prune(self, state: ModelState, keep: int) -> list[int]:
         """Keep `keep` version folders (serving and previous always, then the newest); delete the rest."""
-        from edge.models.store import list_versions
-
         present = [v.version for v in list_versions(self.model_base)]
         protected = {state.serving_version, state.previous_version}
         keepers = {v for v in present if v in protected}

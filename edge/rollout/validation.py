@@ -30,15 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import CandidateLoadError
-from edge.models.store import ModelVersion
+from edge.models.golden import compare_scores, load_golden
 from edge.serving.base import Classifier
 from edge.serving.preprocess import FramePreprocessor
 
 logger = logging.getLogger(__name__)
-
-AVAILABLE = 30  # tensorflow.serving.ModelVersionStatus.State.AVAILABLE
-
 
 
 @dataclass
@@ -58,57 +54,6 @@ class ValidationReport:
         return {"ok": self.ok, "reasons": self.reasons, "images": self.images,
                 "max_abs_diff": self.max_abs_diff, "median_ms": self.median_ms,
                 "current_median_ms": self.current_median_ms}
-
-
-def wait_tfserving_available(target: str, model: str, version: int, timeout_s: float = 120.0) -> None:
-    """Block until GetModelStatus reports `version` AVAILABLE; CandidateLoadError on timeout or END."""
-    import grpc
-
-    from edge.serving.protos import messages
-    from edge.serving.tfserving import GET_STATUS
-
-    pb = messages()
-    channel = grpc.insecure_channel(target)
-    status = channel.unary_unary(GET_STATUS, request_serializer=pb.GetModelStatusRequest.SerializeToString,
-                                 response_deserializer=pb.GetModelStatusResponse.FromString)
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    try:
-        while time.monotonic() < deadline:
-            request = pb.GetModelStatusRequest()
-            request.model_spec.name = model
-            request.model_spec.version.value = version
-            try:
-                response = status(request, timeout=5.0)
-                states = {s.version: s for s in response.model_version_status}
-                entry = states.get(version)
-                if entry is not None and entry.state == AVAILABLE:
-                    return
-                if entry is not None and entry.state == 40 and entry.status.error_code:  # END with an error
-                    raise CandidateLoadError(f"{target} failed to load {model} v{version}: {entry.status.error_message}")
-                last = f"state {entry.state if entry is not None else 'unknown'}"
-            except grpc.RpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-            time.sleep(0.5)
-    finally:
-        channel.close()
-    raise CandidateLoadError(
-        f"{target} did not make {model} v{version} AVAILABLE within {timeout_s:.0f}s ({last}); is the server "
-        "watching this store with a policy that keeps >= 2 versions (latest {{ num_versions: 2 }})?")
-
-
-def load_candidate(config: Any, version: ModelVersion) -> Classifier:
-    """A classifier for `version` with the configured backend (GatewayConfig `config`)."""
-    from edge.app.wiring import load_classifier
-
-    try:
-        if config.serving.backend == "tfserving":
-            wait_tfserving_available(config.serving.target, config.model.name, version.version)
-        return load_classifier(config, version)
-    except CandidateLoadError:
-        raise
-    except Exception as exc:  # a broken SavedModel, bad edge.json, wrong signature...
-        raise CandidateLoadError(f"version {version.version} cannot be loaded: {exc}") from None
 
 
 def _prepare(classifier: Classifier, image_bgr: np.ndarray) -> np.ndarray:
@@ -134,8 +79,6 @@ def validate(
     repeats: int = 3,
 ) -> ValidationReport:
     """Check `candidate` on the golden images of `version_dir`; compare latency with `current`."""
-    from edge.models.golden import load_golden
-
     report = ValidationReport(ok=False)
     try:
         golden = list(load_golden(Path(version_dir)))
@@ -160,21 +103,14 @@ def validate(
         except Exception as exc:
             report.reasons.append(f"golden image {image.file}: inference failed: {exc}")
             continue
-        row = scores.reshape(-1)
-        if not np.all(np.isfinite(row)):
-            report.reasons.append(f"golden image {image.file}: output has NaN/Inf values")
-            continue
-        reference = np.asarray(image.scores, dtype=np.float64).reshape(-1)
-        if reference.shape != row.shape:
-            report.reasons.append(f"golden image {image.file}: {row.shape[0]} scores != reference {reference.shape[0]}")
-            continue
-        diff = float(np.max(np.abs(row - reference)))
-        worst = max(worst, diff)
-        top1 = int(np.argmax(row))
-        if top1 != int(image.top1):
-            report.reasons.append(f"golden image {image.file}: top-1 {top1} != reference {int(image.top1)}")
-        elif diff > tolerance:
-            report.reasons.append(f"golden image {image.file}: max abs diff {diff:.3g} > tolerance {tolerance:g}")
+        check = compare_scores(f"golden image {image.file}", scores, image.scores, tolerance=tolerance,
+                               reference_top1=image.top1)
+        if check.max_abs_diff is not None:
+            worst = max(worst, check.max_abs_diff)
+        if check.problem is not None:
+            report.reasons.append(check.problem)
+            if check.max_abs_diff is None:
+                continue
         cand_ms.append(ms)
         # Latency, interleaved with the serving version so both see the same machine load.
         for _ in range(max(0, repeats - 1)):

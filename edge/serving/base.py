@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,13 +40,49 @@ class ClassifierInfo:
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Batch in (N x H x W x C in the model's input dtype), probabilities out (N x classes)."""
+    """Batch in (N x H x W x C in the model's input dtype), probabilities out (N x classes).
 
-    info: ClassifierInfo
+    Besides classify() and close(), every backend states what the pipeline needs to size its work
+    (no capability probing): ``preferred_batch_size`` (None: use serving.max_batch_size; LiteRT
+    says 1), ``concurrency`` (how many classify() calls may run at once: one inference thread
+    each) and ``health()`` (the ``model.backend`` document of health).
+    """
+
+    @property
+    def info(self) -> ClassifierInfo: ...
+
+    @property
+    def preferred_batch_size(self) -> int | None: ...
+
+    @property
+    def concurrency(self) -> int: ...
 
     def classify(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def health(self) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
+
+
+class ClassifierBase:
+    """Defaults for the optional parts of :class:`Classifier`: batches as configured, one call at a
+    time, health ``{"backend": <backend>, "state": "ok"}``. Backends and test doubles derive from it."""
+
+    backend = "embedded"
+
+    @property
+    def preferred_batch_size(self) -> int | None:
+        return None
+
+    @property
+    def concurrency(self) -> int:
+        return 1
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": self.backend, "state": "ok"}
+
+    def close(self) -> None:
+        return None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

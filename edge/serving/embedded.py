@@ -19,7 +19,8 @@ import numpy as np
 from edge.errors import ClassifierError
 from edge.models.metadata import PreprocessSpec, read_version_metadata
 from edge.models.store import ModelVersion
-from edge.serving.base import ClassifierInfo, ImageInput, softmax
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput, softmax
+from edge.serving.litert import LiteRTClassifier, LiteRTModel, pool_shape
 from edge.serving.savedmodel import SavedModelRunner, SignatureInfo
 from edge.serving.selection import (
     DEFAULT_TOLERANCE,
@@ -77,7 +78,7 @@ def scores_output_of(signature: SignatureInfo, preferred: str | None) -> str:
     )
 
 
-class EmbeddedClassifier:
+class EmbeddedClassifier(ClassifierBase):
     """A model version classifying in-process, with the runtime chosen by :mod:`runtime_selection`.
 
     ``selection`` (a dict) says which runtime serves, why, and what each candidate measured; ``health()``
@@ -134,7 +135,6 @@ class EmbeddedClassifier:
                 assert key is not None
                 save_cache(path, key, selection)
         elif info is None:  # a LiteRT-only version folder (model.tflite, no SavedModel)
-            from edge.serving.litert import LiteRTModel
 
             probe = LiteRTModel(path / SHIPPED_FILE, threads=1, output_name=metadata.output_name)
             info = ClassifierInfo(model_name=version.name, version=version.version, image_input=probe.image_input(),
@@ -156,9 +156,6 @@ class EmbeddedClassifier:
     def _litert_from_cache(self, version: ModelVersion, metadata: Any, selection: Selection,
                            threads: int, interpreters: int) -> ClassifierInfo | None:
         """Serve the cached LiteRT model without importing TensorFlow; None if it cannot load."""
-        from edge.serving.base import ImageInput
-        from edge.serving.litert import LiteRTClassifier, pool_shape
-
         try:
             sig = selection.signature
             height, width, channels = sig["input"]["shape"]
@@ -178,8 +175,6 @@ class EmbeddedClassifier:
     @staticmethod
     def _serving_pool(litert: Any, interpreters: int, threads: int) -> Any:
         """The LiteRT classifier reshaped into the serving pool (the timed one has one interpreter)."""
-        from edge.serving.litert import pool_shape
-
         count, each = pool_shape(interpreters, threads)
         if (count, each) == (litert.concurrency, litert.threads):
             return litert

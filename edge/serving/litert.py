@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import LiteRTError
-from edge.serving.base import ClassifierInfo, ImageInput, softmax
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ DEFAULT_SIGNATURE = "serving_default"
 def interpreter_class() -> Any:
     """ai_edge_litert's Interpreter (TF's copy only when ai_edge_litert is not installed)."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # optional runtime (extra `litert`)
 
         return Interpreter
     except ImportError:  # pragma: no cover - ai_edge_litert is a dependency of the litert runtime
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         return tf.lite.Interpreter
 
@@ -183,7 +183,7 @@ class LiteRTModel:
             self._interp = None
 
 
-class LiteRTClassifier:
+class LiteRTClassifier(ClassifierBase):
     """The :class:`edge.serving.base.Classifier` over a .tflite model: probabilities [N, classes].
 
     It holds ``interpreters`` LiteRT interpreters of ``threads`` threads each; ``classify`` may be

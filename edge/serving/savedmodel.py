@@ -48,7 +48,7 @@ def configure_threads(threads: int) -> None:
         if _threads_done or threads <= 0:
             _threads_done = True
             return
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -59,7 +59,7 @@ def configure_threads(threads: int) -> None:
 
 
 def _tensor_info(name: str, spec: Any) -> TensorInfo:
-    import tensorflow as tf
+    import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
     dtype = "string" if spec.dtype == tf.string else spec.dtype.as_numpy_dtype().dtype.name
     shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
@@ -74,7 +74,7 @@ class SavedModelRunner:
         if not (self.path / "saved_model.pb").is_file():
             raise SavedModelError(f"{self.path}: no saved_model.pb (not a SavedModel version folder)")
         configure_threads(threads)
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         try:
             self._model = tf.saved_model.load(str(self.path), tags=["serve"])
@@ -103,7 +103,7 @@ class SavedModelRunner:
         output_filter: Iterable[str] | None = None,
     ) -> dict[str, np.ndarray]:
         """Call a signature with numpy inputs keyed by signature input name."""
-        import tensorflow as tf
+        import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
         info = self.signature(signature)
         for key in inputs:

@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import ClassifierError
+from edge.models.store import ModelVersion
 from edge.serving.base import ClassifierInfo
+from edge.serving.litert import LiteRTClassifier, default_threads, litert_available
+from edge.serving.selection_checks import Classify, build_reference, check_outputs, time_runtimes
+from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +55,6 @@ CONVERTED_FILE = "litert.tflite"
 SHIPPED_FILE = "model.tflite"
 FORMAT = 1
 DEFAULT_TOLERANCE = 1e-3
-from edge.serving.selection_checks import (  # noqa: E402
-    Classify,
-    build_reference,
-    check_outputs,
-    time_runtimes,
-)
 
 
 @dataclass
@@ -135,8 +134,6 @@ def _package_version(*names: str) -> str | None:
 
 def cache_key(version_dir: Path, requested: str, threads: int, tolerance: float) -> dict[str, Any]:
     """What a cached decision depends on; any change means select again."""
-    from edge.serving.litert import default_threads
-
     return {"format": FORMAT, "fingerprint": fingerprint(version_dir), "requested": requested,
             "threads": default_threads(threads),
             "tolerance": tolerance, "ai_edge_litert": _package_version("ai-edge-litert"),
@@ -170,15 +167,6 @@ def load_cached(version_dir: Path, key: dict[str, Any]) -> Selection | None:
     return selection
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_cache(version_dir: Path, key: dict[str, Any], selection: Selection) -> None:
     """Write selection.json (atomically); a read-only store only costs a re-selection next time."""
     folder = cache_dir(version_dir)
@@ -186,7 +174,7 @@ def save_cache(version_dir: Path, key: dict[str, Any], selection: Selection) -> 
         folder.mkdir(parents=True, exist_ok=True)
         selection.fingerprint = key["fingerprint"]
         doc = {"key": key, "selection": selection.as_dict()}
-        _write_atomic(folder / SELECTION_FILE, (json.dumps(doc, indent=1) + "\n").encode())
+        atomic_write_bytes(folder / SELECTION_FILE, (json.dumps(doc, indent=1) + "\n").encode(), mode=0o644)
     except OSError as exc:
         logger.warning("cannot cache the runtime selection in %s: %s", folder, exc)
 
@@ -198,7 +186,7 @@ def convert_saved_model(version_dir: Path) -> bytes:
     No quantization (outputs must match TensorFlow's); builtin ops only, because the Flex delegate
     needs TensorFlow at run time, which is what LiteRT is here to avoid. Tests replace this function.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(version_dir), signature_keys=["serving_default"])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -226,7 +214,7 @@ def _convert_and_store(version_dir: Path) -> bytes | Path:
     target = cache_dir(version_dir) / CONVERTED_FILE
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(target, data)
+        atomic_write_bytes(target, data, mode=0o644)
         return target
     except OSError as exc:
         logger.warning("cannot cache the converted model in %s: %s (kept in memory)", target.parent, exc)
@@ -242,12 +230,9 @@ def select(
     requested: str = "auto",
     threads: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
-) -> tuple[Selection, Any]:
+) -> tuple[Selection, LiteRTClassifier | None]:
     """Build, verify and time the candidates; returns the decision and the LiteRT classifier that
     serves (None when TensorFlow serves). ``tf_classify`` is None for a version without SavedModel."""
-    from edge.errors import ClassifierError
-    from edge.serving.litert import LiteRTClassifier, litert_available
-
     version_dir = Path(version_dir)
     ref, note = build_reference(version_dir, info, preprocess)
     results: dict[str, CandidateResult] = {}
@@ -338,7 +323,7 @@ def select(
 
 
 # ----------------------------------------------------------------------------- isolation
-def select_in_subprocess(version_dir: Path, version: Any, requested: str, threads: int,
+def select_in_subprocess(version_dir: Path, version: ModelVersion, requested: str, threads: int,
                          key: dict[str, Any]) -> Selection | None:
     """Run the selection in a child process (which writes the cache) and read its decision.
 
@@ -348,7 +333,7 @@ def select_in_subprocess(version_dir: Path, version: Any, requested: str, thread
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "edge.serving.selection", str(version_dir), "--name", version.name,
+    cmd = [sys.executable, "-m", "edge.serving.selection_worker", str(version_dir), "--name", version.name,
            "--version", str(version.version), "--runtime", requested, "--threads", str(threads)]
     started = time.perf_counter()
     try:
@@ -368,28 +353,3 @@ def select_in_subprocess(version_dir: Path, version: Any, requested: str, thread
     selection.cached, selection.isolated = False, True
     logger.info("runtime selected in a subprocess in %.1fs", time.perf_counter() - started)
     return selection
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Child side of :func:`select_in_subprocess`: load the version once, which selects and caches."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m edge.serving.runtime_selection")
-    parser.add_argument("version_dir", type=Path)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--version", type=int, required=True)
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
-    parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from edge.models.store import ModelVersion
-    from edge.serving.embedded import EmbeddedClassifier
-
-    classifier = EmbeddedClassifier(ModelVersion(args.name, args.version, args.version_dir), threads=args.threads,
-                                    runtime=args.runtime, isolate_selection=False)
-    classifier.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

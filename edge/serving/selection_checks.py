@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import GoldenError
+from edge.models.golden import load_golden
 from edge.serving.base import ClassifierInfo
+from edge.serving.preprocess import FramePreprocessor
 
 SYNTHETIC_IMAGES = 8
 TIMING_BATCH = 8
@@ -59,10 +62,6 @@ class Reference:
 
 def build_reference(version_dir: Path, info: ClassifierInfo, preprocess: Any) -> tuple[Reference, str | None]:
     """Golden images when the version has them, else synthetic ones; plus a note when golden failed."""
-    from edge.errors import GoldenError
-    from edge.models.golden import load_golden
-    from edge.serving.preprocess import FramePreprocessor
-
     pre = FramePreprocessor(info.image_input, preprocess)
     note = None
     try:
@@ -80,25 +79,20 @@ def build_reference(version_dir: Path, info: ClassifierInfo, preprocess: Any) ->
 
 
 def check_outputs(ref: Reference, scores: np.ndarray, tolerance: float) -> tuple[float | None, str | None]:
-    """(max abs diff, why the outputs are refused or None)."""
-    scores = np.asarray(scores, dtype=np.float32)
+    """(max abs diff, why the outputs are refused or None): :func:`edge.models.golden.compare_scores`
+    on every image, the first refusal wins."""
     assert ref.scores is not None
+    scores = np.asarray(scores)
     if scores.shape != ref.scores.shape:
         return None, f"outputs have shape {list(scores.shape)}, reference {list(ref.scores.shape)}"
-    if not np.all(np.isfinite(scores)):
-        bad = [ref.names[i] for i in np.flatnonzero(~np.isfinite(scores).all(axis=1))]
-        return None, f"non-finite outputs (NaN/Inf) on {len(bad)} image(s): {', '.join(bad[:3])}"
-    worst = float(np.max(np.abs(scores - ref.scores)))
-    ref_top1 = ref.top1 if ref.top1 is not None else [int(v) for v in ref.scores.argmax(axis=1)]
+    worst: float | None = None
     for i, name in enumerate(ref.names):
-        got = int(scores[i].argmax())
-        if got == ref_top1[i]:
-            continue
-        tied = ref.kind == "synthetic" and ref.scores[i, got] >= ref.scores[i, ref_top1[i]] - tolerance
-        if not tied:
-            return worst, f"{name}: top-1 class {got}, reference {ref_top1[i]}"
-    if worst > tolerance:
-        return worst, f"scores differ from the reference by up to {worst:.3g} (tolerance {tolerance:g})"
+        check = compare_scores(name, scores[i], ref.scores[i], tolerance=tolerance,
+                               reference_top1=ref.top1[i] if ref.top1 is not None else None)
+        if check.max_abs_diff is not None:
+            worst = check.max_abs_diff if worst is None else max(worst, check.max_abs_diff)
+        if check.problem is not None:
+            return worst, check.problem
     return worst, None
 
 

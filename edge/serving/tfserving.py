@@ -22,9 +22,9 @@ import cv2
 import grpc
 import numpy as np
 
-from edge.errors import BackendUnavailable, ClassifierError
+from edge.errors import BackendUnavailable, CandidateLoadError, ClassifierError
 from edge.models.metadata import PreprocessSpec, VersionMetadata, read_version_metadata
-from edge.serving.base import ClassifierInfo, ImageInput, softmax
+from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput, softmax
 from edge.serving.protos import messages
 from edge.serving.tensors import from_ndarray, to_ndarray
 
@@ -46,8 +46,10 @@ def _dims(shape_proto: Any) -> tuple[int | None, ...] | None:
     return tuple(None if d.size < 0 else int(d.size) for d in shape_proto.dim)
 
 
-class TFServingClassifier:
+class TFServingClassifier(ClassifierBase):
     """A Classifier whose model runs in a TF Serving-compatible server."""
+
+    backend = "tfserving"
 
     def __init__(
         self,
@@ -247,3 +249,38 @@ class TFServingClassifier:
 
     def close(self) -> None:
         self._channel.close()
+
+
+AVAILABLE = 30  # tensorflow.serving.ModelVersionStatus.State.AVAILABLE
+
+
+def wait_tfserving_available(target: str, model: str, version: int, timeout_s: float = 120.0) -> None:
+    """Block until GetModelStatus reports `version` AVAILABLE; CandidateLoadError on timeout or END."""
+    pb = messages()
+    channel = grpc.insecure_channel(target)
+    status = channel.unary_unary(GET_STATUS, request_serializer=pb.GetModelStatusRequest.SerializeToString,
+                                 response_deserializer=pb.GetModelStatusResponse.FromString)
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    try:
+        while time.monotonic() < deadline:
+            request = pb.GetModelStatusRequest()
+            request.model_spec.name = model
+            request.model_spec.version.value = version
+            try:
+                response = status(request, timeout=5.0)
+                states = {s.version: s for s in response.model_version_status}
+                entry = states.get(version)
+                if entry is not None and entry.state == AVAILABLE:
+                    return
+                if entry is not None and entry.state == 40 and entry.status.error_code:  # END with an error
+                    raise CandidateLoadError(f"{target} failed to load {model} v{version}: {entry.status.error_message}")
+                last = f"state {entry.state if entry is not None else 'unknown'}"
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+            time.sleep(0.5)
+    finally:
+        channel.close()
+    raise CandidateLoadError(
+        f"{target} did not make {model} v{version} AVAILABLE within {timeout_s:.0f}s ({last}); is the server "
+        "watching this store with a policy that keeps >= 2 versions (latest {{ num_versions: 2 }})?")

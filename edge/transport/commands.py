@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge.errors import CommandError
+from edge.errors import CommandError, EdgeError
 from edge.transport.mqtt import InboundMessage, MessageCallback
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class CommandRouter:
             command, message = item
             try:
                 result = command.handler(self.parse(command, message.payload))
-            except CommandError as exc:
+            except EdgeError as exc:  # CommandError and any error a user can cause: its one-line message
                 self._reply(command.name, message, error=str(exc))
             except Exception as exc:  # a handler bug is an error response, never a dead worker
                 logger.exception("command %s failed", command.name)

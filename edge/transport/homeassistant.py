@@ -17,21 +17,31 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from edge.config.schema import GatewayConfig
 from edge.transport.mqtt import InboundMessage
 from edge.transport.outbox import MqttReporter
 
 logger = logging.getLogger(__name__)
 
 
-def discovery_topic(config: GatewayConfig) -> str:
-    return f"{config.homeassistant.discovery_prefix}/device/edge_{config.device_id}/config"
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """What the discovery message is built from (derived from the config by the app)."""
+
+    device_id: str
+    topic_prefix: str
+    discovery_prefix: str
+    cameras: tuple[str, ...]
 
 
-def discovery_payload(config: GatewayConfig, sw_version: str = "edge") -> dict[str, Any]:
-    device, prefix = config.device_id, config.mqtt.topic_prefix
+def discovery_topic(settings: DiscoverySettings) -> str:
+    return f"{settings.discovery_prefix}/device/edge_{settings.device_id}/config"
+
+
+def discovery_payload(settings: DiscoverySettings, sw_version: str = "edge") -> dict[str, Any]:
+    device, prefix = settings.device_id, settings.topic_prefix
     base = f"{prefix}/{device}"
     uid = f"edge_{device}".replace("-", "_").replace(".", "_")
     available = {"availability_topic": f"{base}/status", "payload_available": "online",
@@ -48,14 +58,14 @@ def discovery_payload(config: GatewayConfig, sw_version: str = "edge") -> dict[s
                        "value_template": "{{ value_json.cameras | sum(attribute='process_fps') | round(1) }}",
                        **available},
     }
-    for cam in config.cameras:
-        key = f"{uid}_{cam.name}".replace("-", "_").replace(".", "_")
-        topic = f"{base}/results/{cam.name}"
+    for camera in settings.cameras:
+        key = f"{uid}_{camera}".replace("-", "_").replace(".", "_")
+        topic = f"{base}/results/{camera}"
         components[f"{key}_label"] = {
-            "p": "sensor", "name": f"{cam.name} label", "unique_id": f"{key}_label", "state_topic": topic,
+            "p": "sensor", "name": f"{camera} label", "unique_id": f"{key}_label", "state_topic": topic,
             "value_template": "{{ value_json.top_k[0].label if value_json.top_k else 'none' }}", **available}
         components[f"{key}_score"] = {
-            "p": "sensor", "name": f"{cam.name} score", "unique_id": f"{key}_score", "state_topic": topic,
+            "p": "sensor", "name": f"{camera} score", "unique_id": f"{key}_score", "state_topic": topic,
             "state_class": "measurement",
             "value_template": "{{ value_json.top_k[0].score if value_json.top_k else 0 }}", **available}
     return {"dev": {"ids": [uid], "name": f"edge {device}", "mf": "edge", "mdl": "edge-gateway", "sw": sw_version},
@@ -65,15 +75,15 @@ def discovery_payload(config: GatewayConfig, sw_version: str = "edge") -> dict[s
 class HomeAssistantDiscovery:
     """Publishes the discovery message on each connection and when Home Assistant comes online."""
 
-    def __init__(self, config: GatewayConfig, reporter: MqttReporter) -> None:
-        self.config = config
+    def __init__(self, settings: DiscoverySettings, reporter: MqttReporter) -> None:
+        self.settings = settings
         self.reporter = reporter
         self.sent = 0
         self._sent_for: int | None = None  # reporter reconnect count the last send was for
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.reporter.subscribe(f"{self.config.homeassistant.discovery_prefix}/status", self._on_ha_status)
+        self.reporter.subscribe(f"{self.settings.discovery_prefix}/status", self._on_ha_status)
 
     def tick(self) -> None:
         """Called on every health tick: send once per broker connection."""
@@ -84,11 +94,11 @@ class HomeAssistantDiscovery:
 
     def publish(self) -> bool:
         with self._lock:
-            data = json.dumps(discovery_payload(self.config), separators=(",", ":")).encode()
-            ok = self.reporter.publish_raw(discovery_topic(self.config), data, retain=True)
+            data = json.dumps(discovery_payload(self.settings), separators=(",", ":")).encode()
+            ok = self.reporter.publish_raw(discovery_topic(self.settings), data, retain=True)
             if ok:
                 self.sent += 1
-                logger.info("home assistant discovery sent to %s", discovery_topic(self.config))
+                logger.info("home assistant discovery sent to %s", discovery_topic(self.settings))
             return ok
 
     def _on_ha_status(self, message: InboundMessage) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 
+import cv2
+
 logger = logging.getLogger(__name__)
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,7 +34,6 @@ def setup_logging(level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:  # OpenCV/FFmpeg print their own warnings to stderr; the capture code logs what matters
-        import cv2
 
         levels = cv2.utils.logging
         cv2.utils.logging.setLogLevel(levels.LOG_LEVEL_WARNING if level.lower() == "debug" else levels.LOG_LEVEL_ERROR)

@@ -21,12 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
+from camera import CaptureSettings, SourceOpenError, mask_uri_password, open_source
+from edge.app.gateway import load_classifier
 from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
 from edge.config.schema import GatewayConfig
-from edge.errors import ConfigError
+from edge.errors import ConfigError, RegistryError
+from edge.models.store import ModelStore, list_versions
+from edge.transport.mqtt import parse_broker_url
+from edge.transport.oci import RegistryClient
+from edge.util.ociref import Reference
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +70,6 @@ def _with_timeout(fn: Callable[[], Check], name: str, timeout_s: float, fix: str
 
 
 def check_camera(cam: Any, timeout_s: float) -> Check:
-    from camera import CaptureSettings, SourceOpenError, mask_uri_password, open_source
-
     name = f"camera {cam.name}"
     uri = mask_uri_password(cam.source)
     fix = f"check that {uri} is reachable from this device (cable, power, address, credentials)"
@@ -105,8 +111,6 @@ def check_camera(cam: Any, timeout_s: float) -> Check:
 
 def check_model(config: GatewayConfig, timeout_s: float) -> Check:
     """The configured backend can serve the model: a version AVAILABLE with a usable signature."""
-    from edge.models.store import ModelStore
-
     name = f"model {config.model.name} ({config.serving.backend})"
     if config.serving.backend == "embedded":
         versions = ModelStore(config.model.store).versions(config.model.name)
@@ -122,10 +126,6 @@ def check_model(config: GatewayConfig, timeout_s: float) -> Check:
                f"{config.model.name!r} (`systemctl start edge-model-server`)")
 
     def probe() -> Check:
-        from edge.app.gateway import (
-            load_classifier,  # no TensorFlow import for the tfserving backend
-        )
-
         classifier = load_classifier(config)
         try:
             info = classifier.info
@@ -140,10 +140,6 @@ def check_model(config: GatewayConfig, timeout_s: float) -> Check:
 
 
 def check_broker(config: GatewayConfig, timeout_s: float) -> Check:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from edge.transport.mqtt import parse_broker_url
 
     m = config.mqtt
     host, port, tls = parse_broker_url(m.url)
@@ -189,10 +185,6 @@ def check_broker(config: GatewayConfig, timeout_s: float) -> Check:
 
 
 def check_registry(config: GatewayConfig, timeout_s: float) -> Check:
-    from edge.errors import RegistryError
-    from edge.transport.oci import RegistryClient
-    from edge.util.ociref import Reference
-
     reg = config.registry
     assert reg is not None
     name = f"registry {reg.ref}"
@@ -212,8 +204,6 @@ def _tree_size(path: Path) -> int:
 
 
 def check_disk(config: GatewayConfig) -> Check:
-    from edge.models.store import list_versions
-
     base = config.model.store / config.model.name
     probe = config.model.store
     while not probe.exists() and probe != probe.parent:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from pathlib import Path
@@ -17,18 +18,9 @@ from rich.table import Table
 
 from edge.device.status_file import DEFAULT_STATUS_PATH, read_status, status_age_s
 from edge.errors import StatusFileError, StatusFileStale
+from provisioning.ui import styled
 
 logger = logging.getLogger(__name__)
-
-STATE_STYLE = {"ok": "green", "online": "green", "connected": "green", "degraded": "yellow",
-               "connecting": "yellow", "offline": "red", "disconnected": "red", "stale": "red"}
-
-
-def _styled(value: Any) -> str:
-    text = "-" if value is None else str(value)
-    style = STATE_STYLE.get(text)
-    return f"[{style}]{text}[/{style}]" if style else text
-
 
 def _fps(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
@@ -43,7 +35,7 @@ def overview(doc: dict[str, Any], stale: bool) -> Table:
     table.add_column("key", style="bold")
     table.add_column("value")
     state = "stale" if stale else doc.get("state")
-    table.add_row("state", _styled(state) + ("" if not stale else f" (last reported: {doc.get('state')})"))
+    table.add_row("state", styled(state) + ("" if not stale else f" (last reported: {doc.get('state')})"))
     for problem in doc.get("problems") or []:
         table.add_row("problem", f"[yellow]{problem}[/yellow]")
     written = doc.get("written_at", doc.get("ts"))
@@ -60,7 +52,7 @@ def overview(doc: dict[str, Any], stale: bool) -> Table:
     table.add_row("inference", f"{inference.get('frames_classified', '-')} frames, {inference.get('errors', 0)} errors"
                   + (f", p50 {ms} ms" if ms is not None else ""))
     broker = mqtt.get("state") or ("connected" if mqtt.get("connected") else "disconnected")
-    table.add_row("broker", f"{_styled(broker)} {mqtt.get('broker') or ''}".rstrip())
+    table.add_row("broker", f"{styled(broker)} {mqtt.get('broker') or ''}".rstrip())
     table.add_row("spool", f"{spool.get('depth', '-')} waiting, {spool.get('dropped', 0)} dropped")
     return table
 
@@ -71,7 +63,7 @@ def cameras_table(doc: dict[str, Any]) -> Table:
         table.add_column(column, justify="right" if "fps" in column or column == "reconnects" else "left")
     for cam in doc.get("cameras") or []:
         res = cam.get("resolution")
-        table.add_row(str(cam.get("name", "?")), _styled(cam.get("state")), _fps(cam.get("camera_fps")),
+        table.add_row(str(cam.get("name", "?")), styled(cam.get("state")), _fps(cam.get("camera_fps")),
                       _fps(cam.get("process_fps")), _fps(cam.get("skipped_fps")),
                       f"{res[0]}x{res[1]}" if isinstance(res, (list, tuple)) and len(res) == 2 else "-",
                       str(cam.get("reconnects", "-")))
@@ -90,8 +82,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        import json
-
         print(json.dumps(doc, indent=1))
     else:
         console.print(overview(doc, stale))

@@ -12,138 +12,26 @@ device), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from edge.errors import FleetError, UsageError
-from provisioning.device.status import _styled, cameras_table, overview
-from provisioning.fleet.client import BrokerOptions, FleetClient
+from edge.errors import UsageError
+from provisioning.device.status import cameras_table, overview
+from provisioning.fleet import rollout as fleet_rollout
+from provisioning.fleet.client import FleetClient, add_broker_options, options_from
+from provisioning.fleet.state import fleet_state, ls_table, select_devices
+from provisioning.ui import styled
 
 logger = logging.getLogger(__name__)
 
-STATE_TOPICS = ("status", "health", "model")
-
-
-
-@dataclass
-class DeviceView:
-    """What the retained topics say about one device."""
-
-    device: str
-    status: str | None = None
-    health: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def online(self) -> bool:
-        return self.status == "online"
-
-    @property
-    def version(self) -> int | None:
-        serving = self.model.get("serving") if isinstance(self.model.get("serving"), dict) else {}
-        if serving.get("version") is not None:
-            return serving["version"]
-        return (self.health.get("model") or {}).get("version")
-
-    @property
-    def digest(self) -> str | None:
-        serving = self.model.get("serving") if isinstance(self.model.get("serving"), dict) else {}
-        return serving.get("digest")
-
-    @property
-    def fps(self) -> float | None:
-        cams = self.health.get("cameras")
-        if not isinstance(cams, list) or not cams:
-            return None
-        return round(sum(float(c.get("process_fps") or 0.0) for c in cams if isinstance(c, dict)), 2)
-
-    @property
-    def state(self) -> str | None:
-        return self.health.get("state")
-
-    @property
-    def last_seen(self) -> float | None:
-        ts = self.health.get("ts")
-        return float(ts) if isinstance(ts, (int, float)) else None
-
-    def row(self) -> dict[str, Any]:
-        return {"device": self.device, "online": self.online, "status": self.status, "model_version": self.version,
-                "model_digest": self.digest, "model_state": self.model.get("state"), "fps": self.fps,
-                "state": self.state, "last_seen": self.last_seen}
-
-
-def fleet_state(client: FleetClient, device: str = "+", timeout_s: float = 30.0) -> dict[str, DeviceView]:
-    """Device id -> DeviceView from the retained state topics."""
-    filters = [client.topic(device, t) for t in STATE_TOPICS]
-    views: dict[str, DeviceView] = {}
-    for topic, payload in client.retained(filters, timeout_s=timeout_s).items():
-        name = client.device_of(topic)
-        if name is None:
-            continue
-        view = views.setdefault(name, DeviceView(name))
-        kind = topic.rsplit("/", 1)[-1]
-        if kind == "status":
-            view.status = payload.decode("utf-8", "replace")
-            continue
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            logger.warning("ignoring unreadable %s", topic)
-            continue
-        if isinstance(doc, dict):
-            setattr(view, kind, doc)
-    return dict(sorted(views.items()))
-
-
-def select_devices(selector: str, known: list[str]) -> list[str]:
-    """`all`, a glob (`gate-*`) or a comma list of names and globs -> the matching known devices."""
-    selector = selector.strip()
-    if not selector:
-        raise UsageError("--devices/--device must not be empty (use 'all', a glob such as 'gate-*', or a comma list)")
-    if selector == "all":
-        return sorted(known)
-    chosen: set[str] = set()
-    for part in (p.strip() for p in selector.split(",")):
-        if part:
-            chosen.update(fnmatch.filter(known, part))
-    return sorted(chosen)
-
-
-def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    age = max(0.0, time.time() - ts)
-    return f"{age:.0f}s ago" if age < 120 else f"{age / 60:.0f}m ago" if age < 7200 else f"{age / 3600:.0f}h ago"
-
-
-def ls_table(views: dict[str, DeviceView]) -> Table:
-    table = Table(title=f"{len(views)} device(s)", title_justify="left")
-    for column in ("device", "online", "model version", "fps", "state", "last seen"):
-        table.add_column(column, justify="right" if column in ("fps", "model version") else "left")
-    for view in views.values():
-        online = _styled("online" if view.online else "offline") + ("" if view.status in ("online", "offline", None)
-                                                                     else f" ({view.status})")
-        table.add_row(view.device, online, "-" if view.version is None else str(view.version),
-                      "-" if view.fps is None else f"{view.fps:.1f}", _styled(view.state), _ago(view.last_seen))
-    return table
-
-
 # -- commands ------------------------------------------------------------------------------------
-
-def options_from(args: argparse.Namespace) -> BrokerOptions:
-    return BrokerOptions(url=args.broker, prefix=args.prefix, username=args.username, password=args.password,
-                         ca_file=args.ca_file, cert_file=args.cert, key_file=args.key)
-
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with FleetClient(options_from(args)).connect(args.timeout) as client:
@@ -168,7 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "model": view.model}, indent=1))
         return 0
     console = Console(width=args.width)
-    console.print(f"[bold]{view.device}[/bold]: {_styled('online' if view.online else 'offline')}"
+    console.print(f"[bold]{view.device}[/bold]: {styled('online' if view.online else 'offline')}"
                   f" (status {view.status or '-'})")
     if view.health:
         stale = not view.online
@@ -255,39 +143,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(handler: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(handler(args))
-    except UsageError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except FleetError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 1
-
-
-def add_broker_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port] or mqtts://host[:port]")
-    p.add_argument("--prefix", default="edge", help="topic prefix of the gateways (default edge)")
-    p.add_argument("--username")
-    p.add_argument("--password")
-    p.add_argument("--ca-file", type=Path)
-    p.add_argument("--cert", type=Path, help="client certificate (mqtts)")
-    p.add_argument("--key", type=Path, help="client key (mqtts)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker / a reply")
-    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
-
-
 def register(sub: Any) -> None:
-    from provisioning.fleet import rollout as fleet_rollout
-
     fleet = sub.add_parser("fleet", help="the fleet over MQTT: ls, status, watch, cmd, deploy")
     fsub = fleet.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND")
 
     def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
         p = fsub.add_parser(name, help=help_text)
         add_broker_options(p)
-        p.set_defaults(handler=lambda a, h=handler: run(h, a))
+        p.set_defaults(handler=handler)
         return p
 
     p = add("ls", "one row per device from the retained status/health/model topics", cmd_ls)

@@ -20,6 +20,7 @@ see ``edgectl fleet watch --share``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
@@ -242,3 +243,20 @@ class FleetClient:
         with self._reply_ready:
             self._replies[bytes(correlation)] = doc
             self._reply_ready.notify_all()
+
+
+def options_from(args: argparse.Namespace) -> BrokerOptions:
+    return BrokerOptions(url=args.broker, prefix=args.prefix, username=args.username, password=args.password,
+                         ca_file=args.ca_file, cert_file=args.cert, key_file=args.key)
+
+
+def add_broker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port] or mqtts://host[:port]")
+    p.add_argument("--prefix", default="edge", help="topic prefix of the gateways (default edge)")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--ca-file", type=Path)
+    p.add_argument("--cert", type=Path, help="client certificate (mqtts)")
+    p.add_argument("--key", type=Path, help="client key (mqtts)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker / a reply")
+    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)

@@ -32,8 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.errors import FleetError, UsageError
-from provisioning.fleet.cli import fleet_state, options_from, select_devices
-from provisioning.fleet.client import FleetClient
+from edge.transport.oci import RegistryClient
+from edge.util.ociref import Reference
+from provisioning.fleet.client import FleetClient, options_from
+from provisioning.fleet.state import fleet_state, select_devices
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +217,6 @@ class Rollout:
 
 
 def resolve_digest(args: argparse.Namespace) -> str:
-    from edge.transport.oci import RegistryClient
-    from edge.util.ociref import Reference
-
     try:
         ref = Reference.parse(args.ref)
     except ValueError as exc:

@@ -51,7 +51,7 @@ def cache_path(digest: str | None = None) -> Path:
 
 
 def _well_known_include() -> str:
-    import grpc_tools
+    import grpc_tools  # build/test dependency: only when the descriptor set must be compiled
 
     return str(Path(grpc_tools.__file__).resolve().parent / "_proto")
 
