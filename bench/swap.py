@@ -36,16 +36,9 @@ from edge.inference.results import ResultPublisher  # noqa: E402
 from edge.models.state import ModelState, StateStore  # noqa: E402
 from edge.rollout.installer import ModelInstaller  # noqa: E402
 from edge.rollout.manager import RolloutManager, RolloutSettings  # noqa: E402
-from edge.rollout.validation import load_candidate  # noqa: E402
+from edge.app.wiring import load_candidate  # noqa: E402
 from edge.util.ociref import Reference  # noqa: E402
-from tests.test_rollout_support import (  # noqa: E402
-    BLUE,
-    GREEN,
-    RED,
-    SolidCamera,
-    package_colour,
-    start_ticker,
-)
+from tests.test_rollout_support import BLUE, GREEN, RED, SolidCamera, package_colour, start_ticker
 
 DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}
 

@@ -17,12 +17,7 @@ from camera.frames import Frame, FrameTransform, crop_regions
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, SourceOpenError, open_source
 from camera.stats import CameraStats
-from camera.uri import (
-    SourceSpec,
-    gstreamer_available,
-    mask_uri_password,
-    parse_source_uri,
-)
+from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
 

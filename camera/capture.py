@@ -34,13 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from camera.decode import (
-    DecodeDeferral,
-    DeferredFrame,
-    KeptFrame,
-    decode_deferred,
-    decode_kept,
-)
+from camera.decode import DecodeDeferral, DeferredFrame, KeptFrame, decode_deferred, decode_kept
 from camera.frames import Frame, FrameTransform, RegionTransform
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source

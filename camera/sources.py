@@ -37,12 +37,7 @@ import numpy as np
 
 from camera.decode import JpegDecoder
 from camera.settings import CaptureSettings
-from camera.uri import (
-    SourceSpec,
-    gstreamer_available,
-    mask_uri_password,
-    parse_source_uri,
-)
+from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from edge.errors import (
-    ClassifierError,
-    SavedModelError,
-    UsageError,
-)
+from edge.errors import ClassifierError, SavedModelError, UsageError
 from edge.model_server.warmup import write_warmup_records
-from edge.models.artifact import (
+from edge.models.artifact.format import (
     ARTIFACT_TYPE,
     CONFIG_MEDIA_TYPE,
     DESCRIPTION_FILE,
@@ -38,11 +34,9 @@ from edge.models.artifact import (
     SIGNATURE_ARTIFACT_TYPE,
     SIGNATURE_MEDIA_TYPE,
     check_model_manifest,
-    load_private_key,
     pack_version,
-    sign_digest,
-    signature_tag,
 )
+from edge.models.artifact.signing import load_private_key, sign_digest, signature_tag
 from edge.models.golden import list_images, read_image, write_reference
 from edge.models.metadata import ASSETS_EXTRA, PreprocessSpec
 from edge.serving.base import softmax

@@ -11,24 +11,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.errors import (
-    ArtifactError,
-    KeyFileError,
-    RegistryNotFound,
-    SignatureError,
-    UnsafeArtifact,
-)
-from edge.models.artifact import (
+from edge.errors import ArtifactError, KeyFileError, RegistryNotFound, SignatureError, UnsafeArtifact
+from edge.models.artifact.format import pack_version
+from edge.models.artifact.pull import pull_model
+from edge.models.artifact.signing import (
     key_id,
     load_private_key,
     load_public_key,
-    pack_version,
-    pull_model,
-    safe_extract,
     sign_digest,
     signature_tag,
     verify_signature,
 )
+from edge.models.artifact.tarsafe import safe_extract
 from edge.transport.oci import OCI_MANIFEST
 from edge.util.ociref import Reference
 from provisioning.model import push_version

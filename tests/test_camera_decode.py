@@ -17,13 +17,7 @@ import pytest
 
 import camera.capture
 from camera import CameraCapture, CaptureSettings, Frame, Roi
-from camera.decode import (
-    JpegDecoder,
-    choose_scale,
-    decode_packet,
-    needed_size,
-    scaled_size,
-)
+from camera.decode import JpegDecoder, choose_scale, decode_packet, needed_size, scaled_size
 from edge.models.metadata import PreprocessSpec
 from edge.serving.base import ImageInput
 from edge.serving.preprocess import FramePreprocessor

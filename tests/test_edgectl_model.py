@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.models.artifact import load_public_key, pull_model, signature_tag
+from edge.models.artifact.pull import pull_model
+from edge.models.artifact.signing import load_public_key, signature_tag
 from edge.models.golden import load_golden, mismatch
 from edge.util.ociref import Reference
 from provisioning.cli import main

@@ -18,31 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from edge.models.artifact import (
+from edge.models.artifact.format import (
     ARTIFACT_TYPE,
     CONFIG_MEDIA_TYPE,
     EMPTY_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,
     SIGNATURE_ARTIFACT_TYPE,
     SIGNATURE_MEDIA_TYPE,
-    load_private_key,
     read_description,
-    sign_digest,
-    signature_tag,
 )
+from edge.models.artifact.signing import load_private_key, sign_digest, signature_tag
 from edge.transport.oci import OCI_MANIFEST
 from edge.util.ociref import Reference
 from provisioning.model import push_version
 from provisioning.pki.keys import generate_keys
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until
-from tests.test_gateway_e2e import (
-    BLUE,
-    RED,
-    latest_retained,
-    payloads,
-    seq_report,
-    solid_frames,
-)
+from tests.test_gateway_e2e import BLUE, RED, latest_retained, payloads, seq_report, solid_frames
 from tests.test_rollout_commands import Requester
 from tests.test_rollout_support import colour_packages, package_colour  # noqa: F401 - fixture
 

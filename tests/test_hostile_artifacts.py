@@ -16,21 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.errors import (
-    ArtifactError,
-    DigestMismatch,
-    RegistryError,
-    RegistryNotFound,
-    UnsafeArtifact,
-)
-from edge.models.artifact import (
-    ARTIFACT_TYPE,
-    CONFIG_MEDIA_TYPE,
-    LAYER_MEDIA_TYPE,
-    check_model_manifest,
-    pull_model,
-    safe_extract,
-)
+from edge.errors import ArtifactError, DigestMismatch, RegistryError, RegistryNotFound, UnsafeArtifact
+from edge.models.artifact.format import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, check_model_manifest
+from edge.models.artifact.pull import pull_model
+from edge.models.artifact.tarsafe import safe_extract
 from edge.transport.oci import OCI_MANIFEST
 from edge.util.ociref import Reference
 

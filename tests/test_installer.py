@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import ModelInstallError
-from edge.models.state import (
-    STATE_FILE,
-    ModelState,
-    StateStore,
-    choose_serving,
-    recover,
-)
+from edge.models.state import STATE_FILE, ModelState, StateStore, choose_serving, recover
 from edge.rollout.installer import STAGING, ModelInstaller
 from edge.util.ociref import Reference
 from provisioning.model import push_version

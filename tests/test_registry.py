@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import (
-    DigestMismatch,
-    RegistryAuthError,
-    RegistryError,
-    RegistryNotFound,
-)
+from edge.errors import DigestMismatch, RegistryAuthError, RegistryError, RegistryNotFound
 from edge.transport.oci import OCI_MANIFEST, RegistryClient
 from edge.util.ociref import Reference, sha256_digest
 from tests.fixtures.net import free_port

@@ -14,19 +14,13 @@ from edge.inference.pipeline import InferencePipeline
 from edge.models.state import ModelState, StateStore
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
-from edge.rollout.validation import load_candidate
+from edge.app.wiring import load_candidate
 from edge.serving.tfserving import TFServingClassifier
 from edge.util.ociref import Reference
 from provisioning.model import push_version
 from tests.fixtures.gateway import wait_until
 from tests.test_rollout import Recorder
-from tests.test_rollout_support import (  # noqa: F401
-    BLUE,
-    RED,
-    SolidCamera,
-    colour_packages,
-    start_ticker,
-)
+from tests.test_rollout_support import BLUE, RED, SolidCamera, colour_packages, start_ticker
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.device.systemd import (
-    ProgressReport,
-    Supervisor,
-    SystemdNotifier,
-    pipeline_progress,
-)
+from edge.device.systemd import ProgressReport, Supervisor, SystemdNotifier, pipeline_progress
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import InferencePipeline
 from tests.fixtures.gateway import CameraSpec, render_config, wait_until

@@ -13,13 +13,7 @@ from tensorflow.core.framework import tensor_pb2
 
 from edge.errors import TensorConversionError
 from edge.serving.protos import messages
-from edge.serving.tensors import (
-    datatype_of,
-    dtype_name,
-    from_ndarray,
-    numpy_dtype,
-    to_ndarray,
-)
+from edge.serving.tensors import datatype_of, dtype_name, from_ndarray, numpy_dtype, to_ndarray
 
 pb = messages()
 RNG = np.random.default_rng(7)

@@ -25,7 +25,7 @@ from edge.errors import (
     StartupError,
 )
 from edge.inference.pipeline import InferencePipeline
-from edge.models.artifact import load_public_key
+from edge.models.artifact.signing import load_public_key
 from edge.models.state import RolloutState, StateStore, choose_serving, recover
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager

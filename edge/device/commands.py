@@ -26,15 +26,27 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from camera.live import LiveCamera
 from edge.config.patch import LiveConfig, PatchOutcome
 from edge.errors import EXIT_RESTART, CommandError, PatchError
 from edge.inference.snapshots import SnapshotTap, render_snapshot
-from edge.transport.commands import CommandRouter
 
 logger = logging.getLogger(__name__)
+
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class CommandRegistry(Protocol):
+    """Where commands are registered (:class:`edge.transport.commands.CommandRouter`)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def register(self, name: str, handler: Handler, fields: dict[str, type | tuple[type, ...]] | None = None,
+                 required: tuple[str, ...] = ()) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ class DeviceCommands:
         self._ctx = context
         self._names: Callable[[], list[str]] = list
 
-    def register(self, router: CommandRouter) -> None:
+    def register(self, router: CommandRegistry) -> None:
         router.register("ping", self.ping, {})
         router.register("config", self.config, {"patch": dict}, required=("patch",))
         router.register("snapshot", self.snapshot, {"camera": str}, required=("camera",))

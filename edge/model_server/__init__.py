@@ -24,13 +24,7 @@ from edge.model_server.model_config import (
     sources_from_flags,
     sources_from_proto,
 )
-from edge.model_server.policy import (
-    All,
-    Latest,
-    Specific,
-    VersionPolicy,
-    aspired_versions,
-)
+from edge.model_server.policy import All, Latest, Specific, VersionPolicy, aspired_versions
 from edge.model_server.warmup import write_warmup_records
 
 __all__ = [

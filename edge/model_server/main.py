@@ -21,14 +21,7 @@ from typing import Any
 import grpc
 
 from edge.errors import FlagError, ModelConfigError, ProtoConfigError, ServerConfigError
-from edge.model_server.flags import (
-    PROG,
-    ServerFlags,
-    channel_arguments,
-    parse_flags,
-    usage,
-    validate,
-)
+from edge.model_server.flags import PROG, ServerFlags, channel_arguments, parse_flags, usage, validate
 from edge.model_server.grpc_api import GrpcServer
 from edge.model_server.handlers import ServingCore
 from edge.model_server.manager import ServableManager, ServingError

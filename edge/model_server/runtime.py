@@ -20,12 +20,7 @@ import numpy as np
 from edge.errors import SavedModelError
 from edge.serving.litert import interpreter_class
 from edge.serving.protos import messages
-from edge.serving.savedmodel import (
-    DEFAULT_SIGNATURE,
-    SavedModelRunner,
-    SignatureInfo,
-    TensorInfo,
-)
+from edge.serving.savedmodel import DEFAULT_SIGNATURE, SavedModelRunner, SignatureInfo, TensorInfo
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ModelInstallError
-from edge.models.artifact import pull_model
+from edge.models.artifact.pull import pull_model
 from edge.models.state import ModelState, StateStore
 from edge.models.store import is_version_dir, list_versions
 from edge.util.fsutil import fsync_dir

@@ -26,12 +26,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from edge.errors import (
-    DigestMismatch,
-    RegistryAuthError,
-    RegistryError,
-    RegistryNotFound,
-)
+from edge.errors import DigestMismatch, RegistryAuthError, RegistryError, RegistryNotFound
 from edge.util.fsutil import fsync_dir
 from edge.util.ociref import Reference, is_digest, sha256_digest
 

@@ -28,12 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge.errors import SpoolError
-from edge.transport.mqtt import (
-    InboundMessage,
-    MessageCallback,
-    MqttConnection,
-    MqttSettings,
-)
+from edge.transport.mqtt import InboundMessage, MessageCallback, MqttConnection, MqttSettings
 from edge.transport.spool import OutgoingMessage, Spool, SpooledMessage
 
 logger = logging.getLogger(__name__)

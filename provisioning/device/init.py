@@ -28,14 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edge.config.loader import load_config, parse_config
 from edge.errors import ConfigError, InitError
-from provisioning.pki.ca import (
-    common_name,
-    is_valid_device_id,
-    key_pem,
-    make_csr,
-    new_private_key,
-    write_file,
-)
+from provisioning.pki.ca import common_name, is_valid_device_id, key_pem, make_csr, new_private_key, write_file
 
 logger = logging.getLogger(__name__)
 

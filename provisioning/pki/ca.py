@@ -27,9 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge.config.schema import (
-    _NAME_RE as DEVICE_ID_RE,  # one definition of a valid device id
-)
+from edge.config.schema import _NAME_RE as DEVICE_ID_RE
 from edge.errors import CaError
 from edge.util.fsutil import atomic_write_bytes
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.errors import KeyGenError
-from edge.models.artifact import key_id
+from edge.models.artifact.signing import key_id
 
 logger = logging.getLogger(__name__)
 
