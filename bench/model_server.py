@@ -21,10 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.models.store import ModelStore  # noqa: E402
-from edge.serving.protos import messages  # noqa: E402
-from edge.serving.tensors import from_ndarray, to_ndarray  # noqa: E402
-from tools.loopback import free_port, stop_pid  # noqa: E402
+from edge.models.store import ModelStore
+from edge.serving.protos import messages
+from edge.serving.tensors import from_ndarray, to_ndarray
+from tools.loopback import free_port, stop_pid
 
 MODEL = "efficientnet_lite0"
 

@@ -55,9 +55,9 @@ from bench.harness import (
     start_model_server,
     wait_model_server,
 )
-from bench.ip_cameras import IpCameraServer  # noqa: E402
-from edge.models.store import ModelStore  # noqa: E402
-from tools.loopback import free_port, start_mosquitto, stop_pid  # noqa: E402
+from bench.ip_cameras import IpCameraServer
+from edge.models.store import ModelStore
+from tools.loopback import free_port, start_mosquitto, stop_pid
 
 LITERT_SERVING = 'runtime = "litert"\nmax_batch_size = 8\nmax_wait_ms = 5'
 SOURCE_FPS = 30.0

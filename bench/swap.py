@@ -29,15 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edge.config.loader import parse_config  # noqa: E402
-from edge.inference.batcher import FrameBatcher  # noqa: E402
-from edge.inference.pipeline import InferencePipeline  # noqa: E402
-from edge.inference.results import ResultPublisher  # noqa: E402
-from edge.models.state import ModelState, StateStore  # noqa: E402
-from edge.rollout.installer import ModelInstaller  # noqa: E402
-from edge.rollout.manager import RolloutManager, RolloutSettings  # noqa: E402
-from edge.app.wiring import load_candidate  # noqa: E402
-from edge.util.ociref import Reference  # noqa: E402
+from edge.app.wiring import load_candidate
+from edge.config.loader import parse_config
+from edge.inference.batcher import FrameBatcher
+from edge.inference.pipeline import InferencePipeline
+from edge.inference.results import ResultPublisher
+from edge.models.state import ModelState, StateStore
+from edge.rollout.installer import ModelInstaller
+from edge.rollout.manager import RolloutManager, RolloutSettings
+from edge.util.ociref import Reference
 from tests.test_rollout_support import BLUE, GREEN, RED, SolidCamera, package_colour, start_ticker
 
 DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}

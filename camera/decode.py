@@ -143,10 +143,13 @@ def _decode(packet: np.ndarray, scale: int, size: tuple[int, int] | None) -> np.
     at least `size`, which is 1/scale."""
     if simplejpeg is not None:
         try:
+            pixels: np.ndarray
             if size is None:
-                return simplejpeg.decode_jpeg(packet, colorspace="BGR", strict=False)
-            return simplejpeg.decode_jpeg(packet, colorspace="BGR", min_width=size[0], min_height=size[1],
-                                          strict=False)
+                pixels = simplejpeg.decode_jpeg(packet, colorspace="BGR", strict=False)
+            else:
+                pixels = simplejpeg.decode_jpeg(packet, colorspace="BGR", min_width=size[0], min_height=size[1],
+                                                strict=False)
+            return pixels
         except ValueError:
             pass  # e.g. a CMYK JPEG, which TurboJPEG cannot turn into BGR: OpenCV may still read it
     return cv2.imdecode(packet, _FLAGS[scale])

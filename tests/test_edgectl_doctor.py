@@ -106,7 +106,7 @@ def test_doctor_reports_a_missing_tag_and_a_missing_model(tmp_path: Path, mosqui
 def test_doctor_invalid_config_and_bad_arguments(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('device_id = "x"\n')
-    code, rows, stderr = doctor(bad)
+    code, rows, _stderr = doctor(bad)
     assert code == 1 and rows["config"][0] == "FAIL" and "cameras" in rows["config"][1]
     proc = subprocess.run([*EDGECTL, "doctor", "--config", str(bad), "--timeout", "0"], capture_output=True,
                           text=True, timeout=60)

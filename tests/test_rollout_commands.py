@@ -86,7 +86,7 @@ def router_and_calls(mosquitto, tmp_path: Path):
 
 
 def test_request_response_and_refusals(mosquitto, router_and_calls) -> None:
-    router, calls, _ = router_and_calls
+    _router, calls, _ = router_and_calls
     req = Requester(mosquitto)
     try:
         wait_until(lambda: req.request("rollback", b"{}")["ok"], 20, interval_s=0.5, message="router subscribed")
@@ -113,7 +113,7 @@ def test_request_response_and_refusals(mosquitto, router_and_calls) -> None:
 
 def test_retained_commands_are_ignored_and_subscriptions_survive_a_broker_restart(
         mosquitto, router_and_calls) -> None:
-    router, calls, reporter = router_and_calls
+    _router, calls, reporter = router_and_calls
     req = Requester(mosquitto)
     try:
         wait_until(lambda: req.request("rollback", b"{}")["ok"], 20, interval_s=0.5, message="router subscribed")

@@ -8,25 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from edge.app.wiring import load_candidate
 from edge.config.loader import parse_config
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import InferencePipeline
 from edge.models.state import ModelState, StateStore
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
-from edge.app.wiring import load_candidate
 from edge.serving.tfserving import TFServingClassifier
 from edge.util.ociref import Reference
 from provisioning.model import push_version
 from tests.fixtures.gateway import wait_until
 from tests.test_rollout import Recorder
-from tests.test_rollout_support import BLUE, RED, SolidCamera, colour_packages, start_ticker
+from tests.test_rollout_support import BLUE, RED, SolidCamera, start_ticker
 
 pytestmark = pytest.mark.slow
 
 
 def test_tfserving_rollout_switches_after_available_and_refuses_bad(
-        tmp_path: Path, registry, model_server_factory, colour_packages) -> None:  # noqa: F811
+        tmp_path: Path, registry, model_server_factory, colour_packages) -> None:
     client = registry.client()
     channel = Reference.parse(f"{registry.address}/models/colour:stable")
     d1, _ = push_version(client, channel, colour_packages["good1"])

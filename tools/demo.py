@@ -120,7 +120,7 @@ class ResultsView:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 60)))
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", "60")))
     parser.add_argument("--assets", type=Path, default=Path("build/demo"))
     args = parser.parse_args()
     console = Console()

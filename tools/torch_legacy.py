@@ -136,7 +136,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         view_metadata = rest[0] if rest else None
         if view_metadata is None:
             return root
-        view_key, view_offset, view_numel = view_metadata
+        _view_key, view_offset, view_numel = view_metadata
         return _StorageRef(key, dtype, root.numel, int(view_offset), int(view_numel))
 
 

@@ -94,7 +94,10 @@ class ModelUpdates:
         return RolloutManager(
             ref=Reference.parse(reg.ref), installer=installer, state_store=state_store, state=state,
             loader=lambda version: load_candidate(self.config, version), settings=rollout_settings(self.config),
-            emit=emit, publish_state=lambda doc: self.reporter.publish_retained("model", doc))
+            emit=emit, publish_state=self._publish_model_state)
+
+    def _publish_model_state(self, doc: dict[str, Any]) -> None:
+        self.reporter.publish_retained("model", doc)
 
     def _cmd_deploy(self, payload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -145,6 +148,6 @@ class ModelUpdates:
                 mqtt=mqtt, mqtt_connected=bool(mqtt["connected"]), spool_error=mqtt["spool"].get("last_error"))))
             self.reporter.publish_retained("model", rollout.summary())
 
-        classifier = rollout.bootstrap(self.stop_requested, on_wait=waiting)
+        first = rollout.bootstrap(self.stop_requested, on_wait=waiting)
         self.health.waiting_for_model = None
-        return classifier
+        return first

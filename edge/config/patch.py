@@ -26,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edge.config.loader import parse_config
 from edge.config.schema import GatewayConfig
@@ -82,7 +82,7 @@ def apply_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, An
                                      "send the whole cameras array")
                 cameras[by_name[name]] = merge_patch(cameras[by_name[name]], camera_patch)
         merged["cameras"] = [c for c in cameras if c is not None]
-    return merged
+    return cast(dict[str, Any], merged)
 
 
 # -- TOML out ----------------------------------------------------------------------------------
@@ -171,9 +171,10 @@ def dotted(path: tuple[str, ...], config: GatewayConfig) -> str:
 
 def read_document(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        document: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PatchError(f"cannot read the config file {path}: {exc}") from None
+    return document
 
 
 def validate_patch(path: Path, patch: dict[str, Any]) -> tuple[dict[str, Any], GatewayConfig]:

@@ -44,10 +44,11 @@ class ProgressReport:
 
 def _libsystemd_notify() -> Callable[[str], Any] | None:
     try:
-        from systemd import daemon  # systemd-python, optional
+        from systemd import daemon  # type: ignore[attr-defined]  # systemd-python, optional, untyped
     except ImportError:
         return None
-    return daemon.notify
+    notify: Callable[[str], Any] = daemon.notify
+    return notify
 
 
 class SystemdNotifier:

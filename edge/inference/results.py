@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class ResultSink(Protocol):
-    def publish_results(self, items: Sequence[tuple[str, dict]]) -> list[int]: ...
+    def publish_results(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[int]: ...
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,9 +116,9 @@ class ResultPublisher:
                 self.last_error_mono = time.monotonic()
                 logger.error("could not spool %d results: %s", lost, exc)
 
-    def _messages(self, batch: ClassifiedBatch, now_wall: float, now_mono: float) -> list[tuple[str, dict]]:
+    def _messages(self, batch: ClassifiedBatch, now_wall: float, now_mono: float) -> list[tuple[str, dict[str, Any]]]:
         indices, scores = top_k(batch.scores, self._k)
-        messages: list[tuple[str, dict]] = []
+        messages: list[tuple[str, dict[str, Any]]] = []
         labels = batch.labels
         model = {"name": batch.model_name, "version": batch.model_version}
         inference_ms = round(batch.inference_ms, 2)
@@ -157,7 +157,7 @@ class ResultPublisher:
 
     def _publish(self, batches: list[ClassifiedBatch]) -> None:
         now_wall, now_mono = time.time(), time.monotonic()
-        messages: list[tuple[str, dict]] = []
+        messages: list[tuple[str, dict[str, Any]]] = []
         for batch in batches:
             messages += self._messages(batch, now_wall, now_mono)
         if messages:
@@ -167,7 +167,7 @@ class ResultPublisher:
         if len(self._latency_ms) > 2000:
             del self._latency_ms[:1000]
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         recent = self._latency_ms[-500:]
         return {
             "published": self.published,

@@ -71,7 +71,7 @@ def _top(scores: np.ndarray, labels: Sequence[str], k: int) -> list[dict[str, An
             for i, s in zip(indices[0].tolist(), values[0].tolist())]
 
 
-def render_snapshot(seen: SeenFrame, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[bytes, int, int, bool, list]:
+def render_snapshot(seen: SeenFrame, max_bytes: int = MAX_SNAPSHOT_BYTES) -> tuple[bytes, int, int, bool, list[dict[str, Any]]]:
     """JPEG bytes (<= max_bytes), width, height, scaled?, the labels drawn."""
 
     image = seen.image.copy()

@@ -75,7 +75,7 @@ class _Task:
 
 @dataclass
 class _Batch:
-    key: tuple
+    key: tuple[Any, ...]
     signature: str
     outputs: list[str]
     created: float
@@ -84,7 +84,7 @@ class _Batch:
     closed: bool = False
 
 
-def _key(sig: SignatureInfo, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple:
+def _key(sig: SignatureInfo, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Any, ...]:
     return (sig.name, tuple(outputs), tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items())))
 
 

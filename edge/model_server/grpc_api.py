@@ -65,7 +65,7 @@ def _model_name(request: Any) -> str:
     if isinstance(request, _Undecodable):
         return ""
     if hasattr(request, "model_spec"):
-        return request.model_spec.name
+        return str(request.model_spec.name)
     tasks = getattr(request, "tasks", None)
     return tasks[0].model_spec.name if tasks else ""
 

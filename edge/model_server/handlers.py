@@ -52,7 +52,7 @@ def _version_of(spec: Any) -> tuple[int | None, str | None]:
 
 
 def _debug(sig: Any) -> str:
-    return text_format.MessageToString(sig)
+    return str(text_format.MessageToString(sig))
 
 
 class ServingCore:
@@ -68,7 +68,7 @@ class ServingCore:
         self.pb = messages()
 
     # ---------------------------------------------------------------- helpers
-    def _acquire(self, spec: Any):
+    def _acquire(self, spec: Any) -> Any:
         version, label = _version_of(spec)
         return self.manager.acquire(spec.name, version=version, label=label)
 
@@ -86,7 +86,7 @@ class ServingCore:
             raise _err(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
         start = time.monotonic()
         try:
-            result = servable.run(inputs, signature, outputs)
+            result: dict[str, np.ndarray] = servable.run(inputs, signature, outputs)
         except ServingError:
             raise
         except Exception as exc:  # a runtime error the runtime did not classify
@@ -222,7 +222,9 @@ class ServingCore:
         if classes is not None and scores is not None and np.shape(classes)[1] != np.shape(scores)[1]:
             raise _err(Code.INVALID_ARGUMENT, "Tensors class and score should match in dim_size(1). "
                        f"Got {np.shape(classes)[1]} vs. {np.shape(scores)[1]}")
-        num_classes = np.shape(classes if classes is not None else scores)[1]
+        shaped = classes if classes is not None else scores
+        assert shaped is not None  # the signature has classes or scores (checked above)
+        num_classes = np.shape(shaped)[1]
         for i in range(n):
             item = result.classifications.add()
             for c in range(num_classes):

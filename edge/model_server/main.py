@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {_version()} (TensorFlow Serving-compatible ModelServer: PredictionService, ModelService)")
         return 0
 
-    setup_logging(flags.log_level)
+    setup_logging(flags.log_level, identifier="edge-model-server")
     return _serve(flags)
 
 

@@ -74,7 +74,7 @@ def _platform(config: Any) -> str:
             "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
             "ModelServerConfig::model_platform."
         )
-    return config.model_platform
+    return str(config.model_platform)
 
 
 def _policy(config: Any) -> VersionPolicy:

@@ -90,7 +90,7 @@ class RestApi:
         except futures.TimeoutError:
             job.cancel()
             status, text = 504, rest_json.error_json("Deadline exceeded: request took longer than "
-                                                     f"--rest_api_timeout_in_ms={int(self.timeout_s * 1000)}")
+                                                     f"--rest_api_timeout_in_ms={int((self.timeout_s or 0) * 1000)}")
         return status, "application/json", text.encode("utf-8")
 
     def _process(self, method: str, path: str, body: bytes, deadline: float | None) -> tuple[int, str]:
@@ -223,7 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         deadline = time.monotonic() + self.read_timeout_s
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts, total = [], 0
+            parts: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(1024)
                 try:
@@ -323,7 +324,7 @@ class RestServer:
         handler = type("Handler", (_Handler,), {"api": api, "cors": cors, "max_body": max_body_bytes,
                                                 "read_timeout_s": read_timeout_s,
                                                 "timeout": max(read_timeout_s, 5.0)})
-        server_cls = _Server
+        server_cls: type[_Server] = _Server
         if ":" in host:
             server_cls = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
         self.api = api

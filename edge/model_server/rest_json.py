@@ -437,5 +437,5 @@ def error_json(message: str) -> str:
 
 def proto_json(message: Any) -> str:
     """A message as TF Serving prints it (field names kept, defaults printed, 1-space indent)."""
-    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=1,
-                                     always_print_fields_with_no_presence=True)
+    return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=1,
+                                     always_print_fields_with_no_presence=True))

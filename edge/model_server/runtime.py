@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -229,12 +229,12 @@ class TFLiteBackend:
             sd = _signature_def_message()()
             sd.ParseFromString(next(iter(raw.values())))
             method = sd.method_name or PREDICT_METHOD
-            for alias, info in list(sd.inputs.items()) + list(sd.outputs.items()):
-                alias_of[info.name.split(":", 1)[0]] = alias
+            for alias, tensor in list(sd.inputs.items()) + list(sd.outputs.items()):
+                alias_of[tensor.name.split(":", 1)[0]] = alias
         self._lock = threading.Lock()
         self._shapes: dict[int, tuple[int, ...]] = {}
-        self._in: dict[str, dict] = {}
-        self._out: dict[str, dict] = {}
+        self._in: dict[str, dict[str, Any]] = {}
+        self._out: dict[str, dict[str, Any]] = {}
         for detail, table in [(d, self._in) for d in self._interp.get_input_details()] + [
             (d, self._out) for d in self._interp.get_output_details()
         ]:
@@ -243,7 +243,7 @@ class TFLiteBackend:
                 raise SavedModelError(f"{model_path}: Cannot find signature def name from tflite tensor {name}")
             table[alias_of.get(name, name)] = detail
 
-        def info(alias: str, d: dict) -> TensorInfo:
+        def info(alias: str, d: dict[str, Any]) -> TensorInfo:
             return TensorInfo(alias, np.dtype(d["dtype"]).name if d["dtype"] is not np.object_ else "string",
                               tuple(int(x) for x in d["shape"]))
 
@@ -293,7 +293,7 @@ def load_backend(version_dir: Path, *, prefer_tflite: bool = False, threads: int
 
 
 # ----------------------------------------------------------------------------- request checks
-def _join(keys: Sequence[str] | set[str]) -> str:
+def _join(keys: Iterable[str]) -> str:
     return ",".join(sorted(keys))
 
 
@@ -380,7 +380,8 @@ class Servable:
         sig = self.signature(signature)
         wanted = check_request(sig, self._backend.feed_names.get(sig.name, {}), inputs, output_filter)
         if self.batcher is not None:
-            return self.batcher.submit(sig, inputs, wanted)
+            batched: dict[str, np.ndarray] = self.batcher.submit(sig, inputs, wanted)
+            return batched
         return self.call(sig.name, inputs, wanted)
 
     def call(self, signature: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:

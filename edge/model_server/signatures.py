@@ -52,6 +52,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     pos, end = 0, len(buf)
+    value: int | memoryview
     while pos < end:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7

@@ -109,7 +109,7 @@ class VersionSwitch:
                        frames=judgement.frames, failed=judgement.failed)
             self._set(RolloutState.SERVING)
             with self._lock:
-                removed = self._installer.prune(self.state, self._settings.keep_versions)
+                removed = self._installer.prune(self._state, self._settings.keep_versions)
             if removed:
                 self._emit("model_versions_removed", versions=removed)
                 self._set()
@@ -158,7 +158,7 @@ class VersionSwitch:
             if from_version is not None and from_version != to_version:
                 # Gone from disk at once: TF Serving's "latest N" policy must not keep serving it
                 # (the in-process copy is still loaded until retired; deleting files under it is safe).
-                self._installer.remove(from_version, self.state)
+                self._installer.remove(from_version, self._state)
         self._set(RolloutState.ROLLED_BACK, error=reason)
         logger.warning("rolled back %s from version %s to %s: %s", self._installer.model_name, from_version, to_version, reason)
         self._emit("model_rolled_back", version=to_version, digest=to_digest, from_version=from_version,

@@ -88,4 +88,5 @@ class ClassifierBase:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return result

@@ -236,9 +236,8 @@ class EmbeddedClassifier(ClassifierBase):
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
         litert = self._litert
-        if litert is not None:
-            return litert.classify(batch)
-        return self._tf_classify(batch)
+        scores: np.ndarray = litert.classify(batch) if litert is not None else self._tf_classify(batch)
+        return scores
 
     def health(self) -> dict[str, Any]:
         doc = {"backend": "embedded", "state": "ok", "runtime": self.info.runtime, "selection": self.selection}

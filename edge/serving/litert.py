@@ -49,6 +49,11 @@ def interpreter_class() -> Any:
         return tf.lite.Interpreter
 
 
+def _tensor_name(name: str) -> str:
+    """``serving_default_image:0`` -> ``serving_default_image``."""
+    return name.split(":", 1)[0]
+
+
 def litert_available() -> bool:
     try:
         import ai_edge_litert.interpreter  # noqa: F401
@@ -119,19 +124,18 @@ class LiteRTModel:
         self._out_quant = self._quantization(self._out)
         self._lock = threading.Lock()
 
-    def _io_details(self) -> tuple[dict[str, dict], dict[str, dict]]:
+    def _io_details(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """Inputs and outputs keyed by signature alias (``serving_default``), else by tensor name."""
         signatures = self._interp.get_signature_list()
         if signatures:
             key = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else next(iter(signatures))
-            runner = self._interp.get_signature_runner(key)
+            runner: Any = self._interp.get_signature_runner(key)
             return dict(runner.get_input_details()), dict(runner.get_output_details())
-        strip = lambda name: name.split(":", 1)[0]  # noqa: E731
-        return ({strip(d["name"]): d for d in self._interp.get_input_details()},
-                {strip(d["name"]): d for d in self._interp.get_output_details()})
+        return ({_tensor_name(d["name"]): d for d in self._interp.get_input_details()},
+                {_tensor_name(d["name"]): d for d in self._interp.get_output_details()})
 
     @staticmethod
-    def _pick(details: dict[str, dict], wanted: str | None, kind: str) -> tuple[str, dict]:
+    def _pick(details: dict[str, dict[str, Any]], wanted: str | None, kind: str) -> tuple[str, dict[str, Any]]:
         if wanted is not None and wanted in details:
             return wanted, details[wanted]
         if len(details) == 1:
@@ -139,7 +143,7 @@ class LiteRTModel:
         raise LiteRTError(f"model has {kind}s {sorted(details)}; expected one named {wanted!r}")
 
     @staticmethod
-    def _quantization(detail: dict) -> tuple[float, int] | None:
+    def _quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
         scale, zero = detail.get("quantization", (0.0, 0))
         if np.dtype(detail["dtype"]).kind in "iu" and scale:
             return float(scale), int(zero)

@@ -191,7 +191,8 @@ def convert_saved_model(version_dir: Path) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(version_dir), signature_keys=["serving_default"])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.optimizations = []
-    return converter.convert()
+    flatbuffer: bytes = converter.convert()
+    return flatbuffer
 
 
 # ----------------------------------------------------------------------------- decision

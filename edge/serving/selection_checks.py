@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import GoldenError
-from edge.models.golden import load_golden
+from edge.models.golden import compare_scores, load_golden
 from edge.serving.base import ClassifierInfo
 from edge.serving.preprocess import FramePreprocessor
 

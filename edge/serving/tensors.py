@@ -126,7 +126,7 @@ _VAL_READ_AS: dict[str, np.dtype] = {
 def dtype_name(dt: int) -> str:
     """'DT_FLOAT' for 1; 'DT_<number>' for a number the enum does not know."""
     try:
-        return messages().DataType.Name(dt)
+        return str(messages().DataType.Name(dt))
     except ValueError:
         return f"DT_{dt}"
 

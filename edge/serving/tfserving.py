@@ -131,7 +131,7 @@ class TFServingClassifier(ClassifierBase):
         available = [s.version for s in response.model_version_status if s.state == 30]  # AVAILABLE
         if not available:
             raise self._fail(f"model {self.model_name!r} has no AVAILABLE version on {self.target}")
-        return max(available)
+        return int(max(available))
 
     def _discover(self) -> None:
         try:
@@ -198,10 +198,10 @@ class TFServingClassifier(ClassifierBase):
                 raise ClassifierError(f"edge.json names output {metadata.output_name!r}; signature has {sorted(signature.outputs)}")
             return metadata.output_name
         if len(signature.outputs) == 1:
-            return next(iter(signature.outputs))
+            return str(next(iter(signature.outputs)))
         rank2 = [k for k, v in signature.outputs.items() if len(v.tensor_shape.dim) == 2]
         if len(rank2) == 1:
-            return rank2[0]
+            return str(rank2[0])
         raise ClassifierError(f"cannot tell which output holds scores among {sorted(signature.outputs)}; name it in edge.json")
 
     # ------------------------------------------------------------------ inference

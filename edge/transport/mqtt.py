@@ -114,7 +114,7 @@ class MqttConnection:
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         client.will_set(will_topic, b"offline", qos=1, retain=True)
-        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
+        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]  # paho sleeps fractional seconds fine
         client.max_inflight_messages_set(max(1, settings.max_inflight))
         client.max_queued_messages_set(0)  # the reporter bounds what it hands over
         client.on_connect = self._handle_connect
@@ -132,7 +132,7 @@ class MqttConnection:
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting; fine while the broker is down."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped constructor
         props.SessionExpiryInterval = self._settings.session_expiry_s
         self._client.connect_async(
             self.host, self.port, keepalive=self._settings.keepalive_s, clean_start=False, properties=props
@@ -159,7 +159,7 @@ class MqttConnection:
 
     def publish_response(self, topic: str, payload: bytes, correlation_data: bytes | None) -> bool:
         """QoS 1 reply to an MQTT 5 request: to its Response Topic, echoing its Correlation Data."""
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped constructor
         if correlation_data is not None:
             props.CorrelationData = correlation_data
         props.ContentType = "application/json"

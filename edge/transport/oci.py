@@ -149,7 +149,7 @@ class RegistryClient:
             if response.status_code != 401 or not self._authenticate(response, repository):
                 break
             body = kwargs.get("data")
-            if hasattr(body, "seek"):
+            if isinstance(body, io.IOBase):  # a file being uploaded: start it again
                 body.seek(0)
             response = self._send(method, url, repository, headers, **kwargs)
         if response.status_code in ok:
@@ -180,7 +180,7 @@ class RegistryClient:
             return digest
         return self.get_manifest(ref.repository, ref.reference)[1]
 
-    def get_manifest(self, repository: str, reference: str) -> tuple[dict, str, bytes]:
+    def get_manifest(self, repository: str, reference: str) -> tuple[dict[str, Any], str, bytes]:
         """(parsed, digest, raw bytes). By digest, the bytes are checked against it."""
         what = f"{repository}{'@' if is_digest(reference) else ':'}{reference}"
         response = self._request("GET", f"/v2/{repository}/manifests/{reference}", repository, what=what,
@@ -198,7 +198,7 @@ class RegistryClient:
             raise RegistryError(f"manifest {what} from {self.registry} is not a JSON object")
         return parsed, digest, raw
 
-    def push_manifest(self, repository: str, tag: str, manifest: dict) -> str:
+    def push_manifest(self, repository: str, tag: str, manifest: dict[str, Any]) -> str:
         """PUT a manifest (compact JSON) under ``tag``; returns its digest."""
         raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         return self.push_manifest_bytes(repository, tag, raw, manifest.get("mediaType", OCI_MANIFEST))

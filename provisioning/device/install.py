@@ -94,7 +94,7 @@ def ensure_user(notes: list[str]) -> None:
         grp.getgrnam(DEVICE_GROUP)
     except KeyError:
         if not _run(["groupadd", "--system", DEVICE_GROUP], notes):
-            raise ServiceInstallError(f"cannot create group {DEVICE_GROUP}: {notes[-1]}")
+            raise ServiceInstallError(f"cannot create group {DEVICE_GROUP}: {notes[-1]}") from None
     try:
         pwd.getpwnam(USER)
         if not _run(["usermod", "-aG", DEVICE_GROUP, USER], notes):
@@ -103,7 +103,7 @@ def ensure_user(notes: list[str]) -> None:
     except KeyError:
         if not _run(["useradd", "--system", "--user-group", "--groups", DEVICE_GROUP, "--home-dir", str(STATE),
                      "--no-create-home", "--shell", "/usr/sbin/nologin", USER], notes):
-            raise ServiceInstallError(f"cannot create user {USER}: {notes[-1]}")
+            raise ServiceInstallError(f"cannot create user {USER}: {notes[-1]}") from None
         notes.append(f"created system user {USER} (groups {USER}, {DEVICE_GROUP})")
 
 

@@ -11,7 +11,7 @@ import re
 import stat
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edge.errors import ArtifactError
 
@@ -59,7 +59,7 @@ def read_description(version_dir: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: not valid JSON: {exc}") from None
     check_config(doc, str(path))
-    return doc
+    return cast(dict[str, Any], doc)
 
 
 def check_config(doc: Any, where: str) -> None:
@@ -91,7 +91,7 @@ def _members(version_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def pack_version(version_dir: Path, out: Path) -> dict:
+def pack_version(version_dir: Path, out: Path) -> dict[str, Any]:
     """Write the deterministic layer tar.gz of a version folder to ``out``; returns the config dict."""
     version_dir = Path(version_dir)
     if not ((version_dir / "saved_model.pb").is_file() or (version_dir / "model.tflite").is_file()):
@@ -116,7 +116,7 @@ def pack_version(version_dir: Path, out: Path) -> dict:
     return config
 
 
-def check_model_manifest(manifest: dict, where: str) -> dict:
+def check_model_manifest(manifest: dict[str, Any], where: str) -> dict[str, Any]:
     """The single layer descriptor of an edge model manifest, or ArtifactError."""
     media_type = manifest.get("mediaType", OCI_MANIFEST)
     if manifest.get("schemaVersion") != 2 or media_type != OCI_MANIFEST:
@@ -141,4 +141,4 @@ def check_model_manifest(manifest: dict, where: str) -> dict:
             raise ArtifactError(f"{where}: descriptor digest {str(digest)[:80]!r} is not sha256:<64 hex digits>")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ArtifactError(f"{where}: descriptor size {size!r} is not a byte count")
-    return layers[0]
+    return cast(dict[str, Any], layers[0])

@@ -55,11 +55,11 @@ class PulledModel:
     name: str
     version: int
     path: Path  # the extracted version folder, in staging (not yet in the model store)
-    config: dict
+    config: dict[str, Any]
     signed_by: str | None  # key id when the signature was verified
 
 
-def fetch_signature(client: RegistryReader, repository: str, digest: str) -> dict:
+def fetch_signature(client: RegistryReader, repository: str, digest: str) -> dict[str, Any]:
     """The signature document stored under the digest's ``.sig`` tag (SignatureError when absent)."""
     tag = signature_tag(digest)
     try:
@@ -72,9 +72,12 @@ def fetch_signature(client: RegistryReader, repository: str, digest: str) -> dic
             or layers[0].get("mediaType") != SIGNATURE_MEDIA_TYPE:
         raise SignatureError(f"{repository}:{tag} is not an edge model signature")
     try:
-        return json.loads(client.fetch_blob(repository, layers[0]["digest"], max_bytes=64 << 10))
+        doc = json.loads(client.fetch_blob(repository, layers[0]["digest"], max_bytes=64 << 10))
     except (ValueError, KeyError) as exc:
         raise SignatureError(f"{repository}:{tag}: unreadable signature document ({exc})") from None
+    if not isinstance(doc, dict):
+        raise SignatureError(f"{repository}:{tag}: the signature document is not a JSON object")
+    return doc
 
 
 def pull_model(client: RegistryReader, ref: Reference, staging_dir: Path, *,

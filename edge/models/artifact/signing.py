@@ -6,6 +6,7 @@ import hashlib
 import logging
 import stat
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -31,13 +32,13 @@ def signature_tag(digest: str) -> str:
     return f"{algorithm}-{hexdigest}.sig"
 
 
-def sign_digest(private_key: Ed25519PrivateKey, digest: str) -> dict:
+def sign_digest(private_key: Ed25519PrivateKey, digest: str) -> dict[str, Any]:
     signature = private_key.sign(digest.encode("ascii"))
     return {"digest": digest, "algorithm": "ed25519", "key_id": key_id(private_key.public_key()),
             "signature": base64.b64encode(signature).decode("ascii")}
 
 
-def verify_signature(public_key: Ed25519PublicKey, digest: str, doc: dict) -> None:
+def verify_signature(public_key: Ed25519PublicKey, digest: str, doc: dict[str, Any]) -> None:
     """Raise SignatureError unless ``doc`` is a valid signature of ``digest`` by ``public_key``."""
     if not isinstance(doc, dict) or doc.get("algorithm") != "ed25519":
         raise SignatureError(f"signature of {digest}: not an ed25519 signature document")

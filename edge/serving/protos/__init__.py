@@ -80,6 +80,11 @@ class ProtoMessages:
     plain int attributes (`DT_FLOAT`, `NOT_FOUND`, ...), as in generated `_pb2` modules.
     """
 
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for names the vendored protos do not define (the rest are set in __init__);
+        declared so type checkers know the attributes are dynamic."""
+        raise AttributeError(f"the vendored protos define no message or enum named {name!r}")
+
     def __init__(self, pool: descriptor_pool.DescriptorPool, files: list[FileDescriptor]) -> None:
         self.pool = pool
         self.files = {f.name: f for f in files}
