@@ -7,11 +7,12 @@ DEMO_DIR ?= build/demo
 APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv demo demo-assets test bench chaos clean
+.PHONY: help system-deps venv demo demo-assets lint test test-fast bench chaos clean
 
 help:
 	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
-	@echo "make test   - install everything and run the test suite"
+	@echo "make test   - install everything, run the linters (ruff, mypy, import contracts) and the test suite"
+	@echo "make test-fast - linters and the tests not marked slow (under 2 minutes)"
 	@echo "make bench  - print throughput ratios (gateway vs raw runtime vs naive pipeline)"
 	@echo "make chaos  - fault-injection suite (root, network namespaces, <= 15 min)"
 
@@ -46,8 +47,16 @@ demo-assets: venv
 demo: system-deps venv demo-assets
 	$(BIN)/python -m tools.demo --seconds $(DEMO_SECONDS) --assets $(DEMO_DIR)
 
-test: system-deps venv
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: system-deps venv lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: system-deps venv lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 bench: system-deps venv demo-assets
 	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
