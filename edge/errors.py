@@ -11,6 +11,8 @@ exits 2, anything else that stops a program exits 1, and a restart the gateway a
     │   ├── ServerConfigError      edge-model-server flags/config files
     │   │   ├── FlagError, ModelConfigError, ProtoConfigError
     │   └── TrustError             a remote change to a trust anchor without a valid signature
+    ├── SignedDocumentError        a signed document is malformed, badly signed or not for this device
+    │   ├── DocumentExpired, DocumentReplayed
     ├── StartupError               the daemon cannot start (model missing, spool unwritable, ...)
     ├── ModelError                 what a model version is
     │   ├── ModelStoreError, ModelMetadataError, GoldenError
@@ -19,7 +21,7 @@ exits 2, anything else that stops a program exits 1, and a restart the gateway a
     │   ├── ClassifierError        (LiteRTError, BackendUnavailable), SavedModelError
     │   ├── TensorConversionError, SnapshotError, ProtoCompileError
     ├── RolloutError               a rollout request cannot be carried out
-    │   ├── ModelInstallError, CandidateLoadError
+    │   ├── ModelInstallError (StaleVersionError), CandidateLoadError
     ├── TransportError
     │   ├── RegistryError          (RegistryAuthError, RegistryNotFound, DigestMismatch)
     │   ├── SpoolError, CommandError, FleetError
@@ -73,7 +75,24 @@ class PatchError(ConfigError):
 
 class TrustError(PatchError):
     """A change to a trust anchor (keys, registry, broker, credentials, paths) arrived without a
-    valid signature from the fleet root key; refused, nothing changed."""
+    valid signature from the fleet root key; refused, nothing changed. `keys` names the anchors."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class SignedDocumentError(EdgeError):
+    """A signed document (DSSE envelope) is malformed, not signed by the fleet root key, not addressed
+    to this device, or otherwise refused; nothing changed. The message names the field or the key."""
+
+
+class DocumentExpired(SignedDocumentError):
+    """The document's `expires` time has passed (or it claims to be issued in the future)."""
+
+
+class DocumentReplayed(SignedDocumentError):
+    """The document's counter is not above the highest counter this device already accepted."""
 
 
 class ServerConfigError(ConfigError):
@@ -89,7 +108,19 @@ class ModelConfigError(ServerConfigError, ValueError):
 
 
 class ProtoConfigError(ServerConfigError, ValueError):
-    """A text-format config (model config, batching or monitoring file) does not parse."""
+    """A text-format config (model config, batching or monitoring file) does not parse.
+
+    Besides the one-line message it keeps what TF Serving reports: the message type
+    (``tensorflow.serving.ModelServerConfig``), the 1-based line and column, and the parser's detail."""
+
+    def __init__(self, message: str, *, message_type: str = "", line: int | None = None,
+                 column: int | None = None, detail: str = "", text: str = "") -> None:
+        super().__init__(message)
+        self.message_type = message_type
+        self.line = line
+        self.column = column
+        self.detail = detail
+        self.text = text
 
 
 class StartupError(EdgeError):
@@ -172,6 +203,10 @@ class RolloutError(EdgeError):
 
 class ModelInstallError(RolloutError):
     """An artifact cannot be installed; the message says why (one line)."""
+
+
+class StaleVersionError(ModelInstallError):
+    """A model version older than one this device already accepted, without a signed rollback naming it."""
 
 
 class CandidateLoadError(RolloutError):

@@ -57,6 +57,8 @@ class ServerFlags:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     enable_signature_method_name_check: bool = False
+    enable_serialization_as_tensor_content: bool = False
+    enable_grpc_healthcheck_service: bool = False
     ssl_config_file: str = ""
     platform_config_file: str = ""
     log_level: str = "info"
@@ -102,7 +104,9 @@ HELP: dict[str, str] = {
     "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session (0 = automatic)",
     "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op (0 = automatic)",
     "tensorflow_inter_op_parallelism": "Accepted for compatibility",
-    "enable_signature_method_name_check": "Enable method_name check for SignatureDef in Predict",
+    "enable_signature_method_name_check": "Enable method_name check for SignatureDef. Disable this if serving native TF2 regression/classification models.",
+    "enable_serialization_as_tensor_content": "Enable serialization of predict response as tensor content.",
+    "enable_grpc_healthcheck_service": "Enable the standard gRPC healthcheck service (grpc.health.v1.Health).",
     "ssl_config_file": "Not supported by edge-model-server (refused)",
     "platform_config_file": "Not supported by edge-model-server (refused)",
     "log_level": "debug | info | warning | error (edge-model-server only)",
@@ -124,10 +128,15 @@ IGNORED: dict[str, type] = {
     "thread_pool_factory_config_file": str,
     "mixed_precision": str,
     "skip_initialize_tpu": bool,
-    "enable_grpc_healthcheck_service": bool,
     "tensorflow_session_config_file": str,
     "enforce_session_run_timeout": bool,
-    "response_tensor_serialization_option": str,
+    "enable_per_model_batching_parameters": bool,
+    "num_load_threads": int,
+    "num_unload_threads": int,
+    "use_alts_credentials": bool,
+    "num_tflite_pools": int,
+    "num_tflite_interpreters_per_pool": int,
+    "xla_gpu_compilation_enabled": bool,
 }
 
 _TYPES: dict[str, Any] = {f.name: f.type for f in fields(ServerFlags) if f.name != "ignored"}
@@ -223,9 +232,6 @@ def validate(flags: ServerFlags) -> None:
         raise FlagError("--platform_config_file is not supported by edge-model-server (use --model_config_file)")
     if not flags.model_base_path and not flags.model_config_file:
         raise FlagError("--model_base_path or --model_config_file is required")
-    if flags.model_base_path and flags.model_config_file:
-        raise FlagError("--model_base_path and --model_config_file cannot both be set "
-                        "(put the model in the config file)")
     if flags.batching_parameters_file and not flags.enable_batching:
         raise FlagError("--batching_parameters_file is set without setting --enable_batching to true")
     if flags.port == 0 and not flags.grpc_socket_path:

@@ -16,6 +16,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge.model_server.handlers import ServingCore
 from edge.model_server.manager import ServingError
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # TF Serving uses INT32_MAX; 512 MiB is plenty for image batches
 # the status message travels in a header (grpc-message; clients refuse headers over 8-16 KiB): messages that
 # echo a client's input (a 100 KB model name) are shortened so the client still gets the status
-MAX_STATUS_CHARS = 2048
+MAX_STATUS_BYTES = 1024  # grpc_status_util.cc kErrorMessageLimit
 
 
 class _Undecodable:
@@ -47,7 +48,13 @@ def _safe_deserializer(cls: Any) -> Callable[[bytes], Any]:
 
 
 def _short(message: str) -> str:
-    return message if len(message) <= MAX_STATUS_CHARS else message[: MAX_STATUS_CHARS - 15] + "... (truncated)"
+    """TF Serving's ToGRPCStatus: at most 1024 bytes of the message, then ``...TRUNCATED``."""
+    data = message.encode("utf-8")
+    if len(data) <= MAX_STATUS_BYTES:
+        return message
+    return data[:MAX_STATUS_BYTES].decode("utf-8", "ignore") + "...TRUNCATED"
+
+HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 # method name -> (core operation name, takes deadline, counts as an inference request)
 _OPERATIONS: dict[str, tuple[str, bool, bool]] = {
@@ -131,7 +138,9 @@ class GrpcServer:
 
     def __init__(self, core: ServingCore, *, host: str = "127.0.0.1", port: int = 8500,
                  socket_path: str = "", channel_arguments: list[tuple[str, Any]] | None = None,
-                 max_workers: int = 0) -> None:
+                 max_workers: int = 0, health_check: bool = False) -> None:
+        """`health_check`: serve grpc.health.v1.Health (--enable_grpc_healthcheck_service), SERVING for
+        the server ("") and for tensorflow.serving.PredictionService and ModelService while it runs."""
         options: dict[str, Any] = {
             "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
             "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -141,6 +150,12 @@ class GrpcServer:
         workers = max_workers or max(8, 4 * (os.cpu_count() or 1))
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
         self.server = grpc.server(self._pool, handlers=build_handlers(core), options=list(options.items()))
+        self.health: health.HealthServicer | None = None
+        if health_check:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            for service in HEALTH_SERVICES:
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.addresses: list[str] = []
         self.socket_path = socket_path
         if port:
@@ -172,6 +187,8 @@ class GrpcServer:
                 logger.info("Running gRPC ModelServer at %s ...", address)
 
     def stop(self, grace_s: float = 5.0) -> None:
+        if self.health is not None:  # NOT_SERVING for every service while draining
+            self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait(grace_s + 1)
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.socket_path:

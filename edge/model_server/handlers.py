@@ -32,7 +32,15 @@ from edge.model_server.signatures import (
     signature_defs,
 )
 from edge.serving.protos import messages
-from edge.serving.tensors import from_ndarray, to_ndarray
+from edge.serving.tensors import (
+    DT_FLOAT,
+    DT_STRING,
+    datatype_of,
+    dtype_name,
+    to_ndarray,
+    to_proto_content,
+    to_proto_field,
+)
 
 logger = logging.getLogger(__name__)
 Code = grpc.StatusCode
@@ -59,11 +67,14 @@ class ServingCore:
     """The PredictionService and ModelService operations over a ServableManager."""
 
     def __init__(self, manager: Any, metrics: ServerMetrics | None = None, *,
-                 method_name_check: bool = False,
+                 method_name_check: bool = False, tensor_content: bool = False,
                  reload_config: Callable[[Any], None] | None = None) -> None:
+        """`tensor_content`: answer Predict with packed tensor_content (TF Serving's
+        --enable_serialization_as_tensor_content) instead of the typed value fields."""
         self.manager = manager
         self.metrics = metrics or ServerMetrics()
         self.method_name_check = method_name_check
+        self._encode = to_proto_content if tensor_content else to_proto_field
         self._reload_config = reload_config
         self.pb = messages()
 
@@ -120,7 +131,7 @@ class ServingCore:
             for alias in aliases:
                 if alias not in result:
                     raise _err(Code.INTERNAL, f"output tensor {alias} missing from the model's result")
-                response.outputs[alias].CopyFrom(from_ndarray(np.asarray(result[alias])))
+                response.outputs[alias].CopyFrom(self._encode(np.asarray(result[alias])))
             return response
 
     def _predict_inputs(self, sig: Any, request: Any) -> dict[str, np.ndarray]:
@@ -172,62 +183,74 @@ class ServingCore:
 
     # ---------------------------------------------------------------- Classify / Regress
     def _task_signature(self, defs: dict[str, Any], sig_name: str, method: str, kind: str) -> Any:
+        """The signature a Classify/Regress request names (``classifier.cc`` GetClassificationSignatureDef).
+
+        Like TF Serving, method_name is checked only with --enable_signature_method_name_check: by
+        default any signature of the right shape qualifies, such as a TF2 ``tf.saved_model.save``
+        signature (method_name tensorflow/serving/predict) that takes serialized tf.Examples."""
         sig = defs.get(sig_name)
         if sig is None:
             raise _err(Code.INVALID_ARGUMENT, f"No signature was found with the name: {sig_name}")
-        if sig.method_name != method:
+        if self.method_name_check and sig.method_name != method:
             raise _err(Code.INVALID_ARGUMENT,
                        f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
         return sig
 
     @staticmethod
     def _classify_outputs(sig: Any) -> list[str]:
+        """PreProcessClassification: one input keyed `inputs`, outputs `classes` and/or `scores`."""
         if len(sig.inputs) != 1:
             raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
         if len(sig.outputs) not in (1, 2):
             raise _err(Code.INVALID_ARGUMENT, f"Expected one or two output Tensors, found {len(sig.outputs)}")
         if "inputs" not in sig.inputs:
-            raise _err(Code.FAILED_PRECONDITION, f"No classification inputs found in SignatureDef: {_debug(sig)}")
+            raise _err(Code.INVALID_ARGUMENT, f"No classification inputs found in SignatureDef: {_debug(sig)}")
         outs = [k for k in ("classes", "scores") if k in sig.outputs]
         if not outs:
-            raise _err(Code.FAILED_PRECONDITION, 'Expected classification signature outputs to contain at least '
+            raise _err(Code.INVALID_ARGUMENT, 'Expected classification signature outputs to contain at least '
                        f'one of "classes" or "scores". Signature was: {_debug(sig)}')
         return outs
 
     @staticmethod
     def _regress_outputs(sig: Any) -> list[str]:
+        """PreProcessRegression: one input keyed `inputs`, one output keyed `outputs`."""
         if len(sig.inputs) != 1:
             raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
         if len(sig.outputs) != 1:
             raise _err(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
         if "inputs" not in sig.inputs:
-            raise _err(Code.FAILED_PRECONDITION, f"No regression inputs found in SignatureDef: {_debug(sig)}")
+            raise _err(Code.INVALID_ARGUMENT, f"No regression inputs found in SignatureDef: {_debug(sig)}")
         if "outputs" not in sig.outputs:
-            raise _err(Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {_debug(sig)}")
+            raise _err(Code.INVALID_ARGUMENT, f"No regression outputs found in SignatureDef: {_debug(sig)}")
         return ["outputs"]
 
+    @staticmethod
+    def _check_class_tensor(label: str, tensor: np.ndarray, dt: int, n: int) -> None:
+        if tensor.ndim != 2:
+            raise _err(Code.INVALID_ARGUMENT, "Expected Tensor shape: [batch_size num_classes] but got "
+                       f"[{','.join(map(str, tensor.shape))}]")
+        if datatype_of(tensor) != dt:
+            raise _err(Code.INVALID_ARGUMENT,
+                       f"Expected {label} Tensor of {dtype_name(dt)}. Got: {dtype_name(datatype_of(tensor))}")
+        if tensor.shape[0] != n:
+            raise _err(Code.INVALID_ARGUMENT, f"Expected {label} output batch size of {n}. Got: {tensor.shape[0]}")
+
     def _fill_classification(self, result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for label, t in (("classes", classes), ("scores", scores)):
-            if t is None:
-                continue
-            t = np.asarray(t)
-            if t.ndim != 2:
-                raise _err(Code.INVALID_ARGUMENT,
-                           f"Expected Tensor shape: [batch_size num_classes] but got [{','.join(map(str, t.shape))}]")
-            if t.shape[0] != n:
-                raise _err(Code.INVALID_ARGUMENT, f"Expected {label} output batch size of {n}. Got: {t.shape[0]}")
-        if scores is not None and np.asarray(scores).dtype != np.float32:
-            raise _err(Code.INVALID_ARGUMENT, f"Expected scores Tensor of DT_FLOAT. Got: {np.asarray(scores).dtype}")
-        if classes is not None and scores is not None and np.shape(classes)[1] != np.shape(scores)[1]:
+        """PostProcessClassificationResult: classes DT_STRING [n, k], scores DT_FLOAT [n, k], in TF's order."""
+        classes = np.asarray(outputs["classes"]) if "classes" in outputs else None
+        scores = np.asarray(outputs["scores"]) if "scores" in outputs else None
+        if classes is not None:
+            self._check_class_tensor("classes", classes, DT_STRING, n)
+        if scores is not None:
+            self._check_class_tensor("scores", scores, DT_FLOAT, n)
+        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
             raise _err(Code.INVALID_ARGUMENT, "Tensors class and score should match in dim_size(1). "
-                       f"Got {np.shape(classes)[1]} vs. {np.shape(scores)[1]}")
+                       f"Got {classes.shape[1]} vs. {scores.shape[1]}")
         shaped = classes if classes is not None else scores
-        assert shaped is not None  # the signature has classes or scores (checked above)
-        num_classes = np.shape(shaped)[1]
+        assert shaped is not None  # the signature has classes or scores (checked before running)
         for i in range(n):
             item = result.classifications.add()
-            for c in range(num_classes):
+            for c in range(shaped.shape[1]):
                 cl = item.classes.add()
                 if classes is not None:
                     value = classes[i][c]
@@ -237,15 +260,17 @@ class ServingCore:
 
     @staticmethod
     def _fill_regression(result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
+        """PostProcessRegressionResult: DT_FLOAT [n] or [n, 1], checks in TF's order."""
         t = np.asarray(outputs["outputs"])
         if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
             raise _err(Code.INVALID_ARGUMENT, "Expected output Tensor shape to be either [batch_size] or "
                        f"[batch_size, 1] but got [{','.join(map(str, t.shape))}]")
-        if t.dtype != np.float32:
-            raise _err(Code.INVALID_ARGUMENT, f"Expected output Tensor of DT_FLOAT.  Got: {t.dtype}")
         if t.shape[0] != n:
             raise _err(Code.INVALID_ARGUMENT,
                        f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
+        if datatype_of(t) != DT_FLOAT:
+            raise _err(Code.INVALID_ARGUMENT,
+                       f"Expected output Tensor of DT_FLOAT.  Got: {dtype_name(datatype_of(t))}")
         for v in t.reshape(-1):
             result.regressions.add(value=float(v))
 
@@ -283,49 +308,39 @@ class ServingCore:
 
     # ---------------------------------------------------------------- MultiInference
     def multi_inference(self, request: Any, deadline: float | None = None) -> Any:
-        if not len(request.tasks):
-            raise _err(Code.INVALID_ARGUMENT, "Expected at least one task")
-        model_name = ""
-        names: set[str] = set()
-        for task in request.tasks:
-            if not task.model_spec.name:
-                raise _err(Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
-            if model_name and task.model_spec.name != model_name:
-                raise _err(Code.INVALID_ARGUMENT,
-                           "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
-            model_name = task.model_spec.name
-            sig_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if sig_name in names:
-                raise _err(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {sig_name}")
-            names.add(sig_name)
+        """``multi_inference.cc``: the servable of the first task's spec, then every task checked in
+        one pass (same model, no duplicate signature, known signature, classify or regress), then
+        each task run on the same examples."""
+        first = request.tasks[0].model_spec if len(request.tasks) else self.pb.ModelSpec()
         response = self.pb.MultiInferenceResponse()
-        with self._acquire(request.tasks[0].model_spec) as servable:
+        with self._acquire(first) as servable:
             defs = signature_defs(servable)
             plans = []
+            names: set[str] = set()
             for task in request.tasks:
+                if not task.model_spec.name:
+                    raise _err(Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
+                if task.model_spec.name != first.name:
+                    raise _err(Code.INVALID_ARGUMENT,
+                               "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
                 sig_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
-                sig = defs.get(sig_name)
-                if sig is None:
+                if sig_name in names:
+                    raise _err(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {sig_name}")
+                names.add(sig_name)
+                if sig_name not in defs:
                     raise _err(Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {sig_name}")
                 if task.method_name == CLASSIFY_METHOD:
-                    if sig.method_name != CLASSIFY_METHOD:
-                        raise _err(Code.INVALID_ARGUMENT, "Expected classification signature method_name to be "
-                                   f"{CLASSIFY_METHOD}. Was: {sig.method_name}")
+                    sig = self._task_signature(defs, sig_name, CLASSIFY_METHOD, "classification")
                     outs = self._classify_outputs(sig)
                 elif task.method_name == REGRESS_METHOD:
-                    if sig.method_name != REGRESS_METHOD:
-                        raise _err(Code.INVALID_ARGUMENT, "Expected regression signature method_name to be "
-                                   f"{REGRESS_METHOD}. Was: {sig.method_name}")
+                    sig = self._task_signature(defs, sig_name, REGRESS_METHOD, "regression")
                     outs = self._regress_outputs(sig)
                 else:
                     raise _err(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
-                plans.append((task, sig_name, sig, outs))
-            feeds = {p[2].inputs["inputs"].name for p in plans}
-            if len(feeds) > 1:
-                raise _err(Code.INVALID_ARGUMENT, "Input tensor must be the same for all Signatures.")
+                plans.append((task, sig_name, outs))
             examples = serialized_examples(request.input)
-            self.metrics.record_examples(model_name, len(examples))
-            for task, sig_name, _sig, outs in plans:
+            self.metrics.record_examples(first.name, len(examples))
+            for task, sig_name, outs in plans:
                 result = self._run(servable, "MultiInference", {"inputs": examples}, sig_name, outs, deadline)
                 item = response.results.add()
                 self._make_spec(item.model_spec, task.model_spec.name, sig_name, servable.version)

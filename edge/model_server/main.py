@@ -20,19 +20,15 @@ from typing import Any
 
 import grpc
 
-from edge.errors import FlagError, ModelConfigError, ProtoConfigError, ServerConfigError
+from edge.errors import FlagError, ProtoConfigError
 from edge.model_server.flags import PROG, ServerFlags, channel_arguments, parse_flags, usage, validate
 from edge.model_server.grpc_api import GrpcServer
 from edge.model_server.handlers import ServingCore
 from edge.model_server.manager import ServableManager, ServingError
 from edge.model_server.metrics import ServerMetrics
-from edge.model_server.model_config import (
-    ModelConfigWatcher,
-    load_model_config_file,
-    sources_from_flags,
-    sources_from_proto,
-)
+from edge.model_server.model_config import ModelConfigWatcher, sources_from_flags, sources_from_proto
 from edge.model_server.rest_api import RestApi, RestServer
+from edge.model_server.startup_errors import failed_to_start, invalid_file, missing_file, parse_error_line
 from edge.serving.protos import messages, parse_text_config
 from edge.util.logsetup import setup_logging
 
@@ -50,28 +46,47 @@ def _version() -> str:
         return "unknown"
 
 
+class StartupFailure(Exception):
+    """A config file TF Serving would refuse: `stderr` and `stdout` are what tensorflow_model_server prints."""
+
+    def __init__(self, stdout: str, stderr: str | None = None) -> None:
+        super().__init__(stdout)
+        self.stdout = stdout
+        self.stderr = stderr
+
+
 def _read_text_proto(path: str, message: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StartupFailure(missing_file(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ServerConfigError(f"{path}: cannot read {message} file: {exc}") from None
+        raise StartupFailure(failed_to_start("INVALID_ARGUMENT", f"{path}: cannot read {message} file: {exc}")) \
+            from None
     try:
         return parse_text_config(text, message, path)
     except ProtoConfigError as exc:
-        raise ServerConfigError(" ".join(str(exc).split())) from None
+        raise StartupFailure(invalid_file(path), parse_error_line(exc)) from None
 
 
 def _load_config(flags: ServerFlags) -> tuple[list[Any], Any, str | None]:
-    """(model sources, BatchingParameters or None, prometheus path or None); raises ServerConfigError."""
-    try:
-        if flags.model_config_file:
-            sources = load_model_config_file(Path(flags.model_config_file))
-        else:
+    """(model sources, BatchingParameters or None, prometheus path or None); raises StartupFailure.
+
+    --model_config_file wins over --model_name/--model_base_path, as in TF Serving (its Docker image
+    always passes both)."""
+    if flags.model_config_file:
+        if flags.model_base_path:
+            logger.info("--model_config_file is set: --model_name/--model_base_path are ignored")
+        config = _read_text_proto(flags.model_config_file, "ModelServerConfig")
+        try:
+            sources = sources_from_proto(config)
+        except ServingError as exc:
+            raise StartupFailure(failed_to_start(exc.code.name, exc.message)) from None
+    else:
+        try:
             sources = sources_from_flags(flags.model_name, flags.model_base_path)
-    except ModelConfigError as exc:
-        raise ServerConfigError(str(exc)) from None
-    except ServingError as exc:
-        raise ServerConfigError(f"invalid model config: {exc.message}") from None
+        except ServingError as exc:
+            raise StartupFailure(failed_to_start(exc.code.name, exc.message)) from None
     batching = None
     if flags.enable_batching:
         batching = (_read_text_proto(flags.batching_parameters_file, "BatchingParameters")
@@ -88,8 +103,10 @@ def _serve(flags: ServerFlags) -> int:
 
     try:
         sources, batching, prometheus_path = _load_config(flags)
-    except ServerConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+    except StartupFailure as exc:  # TF Serving's words; exit 2 (not 255) so systemd does not restart it
+        if exc.stderr:
+            print(exc.stderr, file=sys.stderr)
+        print(exc.stdout)
         return 2
     if flags.ignored:
         logger.warning("flags accepted for compatibility and ignored: %s", ", ".join(f"--{n}" for n in flags.ignored))
@@ -111,7 +128,7 @@ def _serve(flags: ServerFlags) -> int:
         manager.set_models(sources_from_proto(config))
 
     core = ServingCore(manager, metrics, method_name_check=flags.enable_signature_method_name_check,
-                       reload_config=reload_config)
+                       tensor_content=flags.enable_serialization_as_tensor_content, reload_config=reload_config)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -142,7 +159,8 @@ def _serve(flags: ServerFlags) -> int:
     try:
         grpc_server = GrpcServer(core, host=flags.grpc_host, port=flags.port, socket_path=flags.grpc_socket_path,
                                  channel_arguments=channel_arguments(flags.grpc_channel_arguments),
-                                 max_workers=flags.grpc_max_threads)
+                                 max_workers=flags.grpc_max_threads,
+                                 health_check=flags.enable_grpc_healthcheck_service)
         grpc_server.start()
         if flags.rest_api_port:
             api = RestApi(core, timeout_ms=flags.rest_api_timeout_in_ms, prometheus_path=prometheus_path,

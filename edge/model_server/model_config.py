@@ -119,7 +119,7 @@ def parse_model_config(text: str, source: str = "model config") -> list[ModelSou
     try:
         config = parse_text_config(text, "ModelServerConfig", source)
     except ProtoConfigError as exc:
-        raise ModelConfigError(" ".join(str(exc).split())) from None
+        raise ModelConfigError(" ".join(str(exc).split())) from exc
     return sources_from_proto(config)
 
 

@@ -4,8 +4,9 @@ Predict: row format ``{"instances": [...]}`` -> ``{"predictions": [...]}``, colu
 ``{"inputs": ...}`` -> ``{"outputs": ...}``; binary strings as ``{"b64": "..."}``; output tensors whose
 alias ends in ``_bytes`` are written as ``{"b64": ...}``. Classify/Regress: ``{"examples": [...],
 "context": {...}}`` -> tf.Examples. Error wording follows json_tensor.cc; all errors are
-INVALID_ARGUMENT (HTTP 400). Floats are written as the shortest text that reads back to the same
-float32/float64, with a trailing ``.0`` on whole numbers, NaN/Infinity as TF Serving writes them.
+INVALID_ARGUMENT (HTTP 400). Floats are written as TF Serving's WriteDecimal writes them (``%g``, else
+``%.9g``/``%.17g`` when that does not read back to the same float32/float64, a trailing ``.0`` on whole
+numbers, NaN/Infinity); input numbers for float tensors are taken as any JSON number (TF Serving >= 2.5).
 """
 from __future__ import annotations
 
@@ -116,13 +117,9 @@ def _leaf(val: Any, dt: str) -> Any:
         if isinstance(val, dict):
             return _b64(val)
     elif dt in _FLOAT_KINDS:
+        # Any number, as TF Serving >= 2.5 takes it (GetFloat/GetDouble; a float32 overflow becomes inf).
         if isinstance(val, (int, float)) and not isinstance(val, bool):
-            limit = _FLOAT_KINDS[dt][1]
-            if isinstance(val, int) and abs(val) > limit:
-                raise bad(f"Cannot convert JSON value: {val} to {dt[3:].lower()} without loss of precision.")
-            if dt == "DT_FLOAT" and math.isfinite(val) and abs(val) > 3.4028234663852886e38:
-                raise bad(f"Cannot convert JSON value: {val} to float without loss of precision.")
-            return val
+            return float(val)
     elif dt in _INT_KINDS:
         if isinstance(val, int) and not isinstance(val, bool):
             return val
@@ -349,13 +346,18 @@ def fill_examples(doc: dict[str, Any], request: Any, method: str) -> None:
 
 # ------------------------------------------------------------------ output JSON
 def _float_text(v: Any, bits: int) -> str:
+    """json_tensor.cc WriteDecimal: ``%g``, or ``%.9g`` (float) / ``%.17g`` (double) when ``%g`` does not
+    read back to the same value; ``.0`` added to whole numbers; NaN and Infinity as rapidjson writes them."""
     f = float(v)
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
         return "-Infinity" if f < 0 else "Infinity"
-    text = str(np.float32(v)) if bits == 32 else repr(f)
-    if "." not in text and "e" not in text and "inf" not in text:
+    same = (lambda text: np.float32(text) == np.float32(f)) if bits == 32 else (lambda text: float(text) == f)
+    text = "%g" % f
+    if not same(text):
+        text = ("%.9g" if bits == 32 else "%.17g") % f
+    if "." not in text and "e" not in text:
         text += ".0"
     return text
 

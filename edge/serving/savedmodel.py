@@ -61,7 +61,8 @@ def configure_threads(threads: int) -> None:
 def _tensor_info(name: str, spec: Any) -> TensorInfo:
     import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
 
-    dtype = "string" if spec.dtype == tf.string else spec.dtype.as_numpy_dtype().dtype.name
+    # np.dtype(...) of the type, not of an instance: bfloat16's constructor needs a value
+    dtype = "string" if spec.dtype == tf.string else np.dtype(spec.dtype.as_numpy_dtype).name
     shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
     return TensorInfo(name=name, dtype=dtype, shape=shape)
 

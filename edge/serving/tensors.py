@@ -4,8 +4,19 @@ Decoding follows TensorFlow's own rules (C++ `Tensor::FromProto`, Python `tf.mak
 `tensor_content` holds the raw little-endian bytes and must be exactly shape x itemsize long;
 otherwise the typed `*_val` field of the dtype holds the values in row-major order, and when it
 holds fewer values than the shape needs the last value is repeated (so one value fills a shape)
-and no value at all means zeros. Encoding writes numeric arrays as packed `tensor_content` and
-strings as `string_val`.
+and no value at all means zeros.
+
+Encoding has TF Serving's two forms (``Tensor::AsProtoField`` / ``AsProtoTensorContent``):
+
+- :func:`to_proto_field` writes every value into the dtype's typed field (``float_val``,
+  ``int_val``, ``half_val``...): what TF Serving's Predict answers by default, and what clients
+  that read ``response.outputs[...].float_val`` expect. Half and bfloat16 travel as their 16-bit
+  patterns in ``half_val``; complex values as interleaved (real, imaginary) pairs; the shape is
+  always present, also for scalars.
+- :func:`to_proto_content` packs the raw little-endian bytes into ``tensor_content`` (strings as
+  TensorFlow's string list: every length as a varint, then the bytes): what TF Serving answers with
+  ``--enable_serialization_as_tensor_content``, and the cheap form for requests (:func:`from_ndarray`,
+  which keeps strings in ``string_val`` so every client can read them).
 
 Numeric tensors are converted with `np.frombuffer` / `tobytes` only: a 19 MB float32 image batch
 costs one copy each way. Arrays returned by `to_ndarray` for `tensor_content` tensors are
@@ -30,6 +41,8 @@ __all__ = [
     "from_ndarray",
     "numpy_dtype",
     "to_ndarray",
+    "to_proto_content",
+    "to_proto_field",
 ]
 
 logger = logging.getLogger(__name__)
@@ -290,4 +303,92 @@ def from_ndarray(array: Any, dtype: int | None = None) -> Any:
     except (TypeError, ValueError) as exc:
         raise TensorConversionError(f"cannot convert {arr.dtype} to {dtype_name(dt)}: {exc}") from None
     tp.tensor_content = data.tobytes()
+    return tp
+
+
+# -- TF Serving's response encodings ---------------------------------------------------------------
+
+# TensorProto field numbers (tensor.proto) of the typed fields written as packed bytes by hand:
+# one tag + length + the little-endian values is what protobuf itself writes for a packed repeated
+# fixed-width field, without building a Python list of a million floats first.
+_PACKED_FIELD: dict[str, tuple[int, np.dtype]] = {"float_val": (5, np.dtype("<f4")), "double_val": (6, np.dtype("<f8")),
+                 "scomplex_val": (9, np.dtype("<f4")), "dcomplex_val": (12, np.dtype("<f8")),
+                 "bool_val": (11, np.dtype(np.uint8))}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _prepare(array: Any, dtype: int | None) -> tuple[np.ndarray, int, Any]:
+    arr = np.asarray(array)
+    dt = datatype_of(arr) if dtype is None else int(dtype)
+    tp = messages().TensorProto()
+    tp.dtype = dt
+    tp.tensor_shape.SetInParent()  # present also for a scalar, as TensorShape::AsProto writes it
+    dims = tp.tensor_shape.dim
+    for size in arr.shape:
+        dims.add().size = size
+    return arr, dt, tp
+
+
+def _typed(arr: np.ndarray, dt: int) -> np.ndarray:
+    """`arr` converted to the numpy dtype of `dt` (numbers only)."""
+    if arr.dtype.kind in "SUO":
+        raise TensorConversionError(f"cannot store a {arr.dtype} array as {dtype_name(dt)}")
+    try:
+        return np.ascontiguousarray(arr, dtype=numpy_dtype(dt))
+    except (TypeError, ValueError) as exc:
+        raise TensorConversionError(f"cannot convert {arr.dtype} to {dtype_name(dt)}: {exc}") from None
+
+
+def to_proto_field(array: Any, dtype: int | None = None) -> Any:
+    """A TensorProto with every value in the dtype's typed field (TF's ``Tensor::AsProtoField``)."""
+    arr, dt, tp = _prepare(array, dtype)
+    if dt == DT_STRING:
+        tp.string_val.extend([_as_bytes(v) for v in arr.reshape(-1).tolist()])
+        return tp
+    field = _VAL_FIELD.get(dt)
+    if field is None:
+        numpy_dtype(dt)  # raises the clear "unsupported dtype" error
+        raise TensorConversionError(f"{dtype_name(dt)} has no typed field")
+    values = _typed(arr, dt).reshape(-1)
+    if values.size == 0:
+        return tp
+    packed = _PACKED_FIELD.get(field)
+    if packed is not None:
+        number, wire = packed
+        if field in ("scomplex_val", "dcomplex_val"):
+            payload = values.view(values.real.dtype).astype(wire, copy=False).tobytes()
+        else:
+            payload = values.astype(wire, copy=False).tobytes()
+        tp.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)
+        return tp
+    if field == "half_val":  # half and bfloat16: their 16-bit patterns, one per int32
+        getattr(tp, field).extend(values.view(np.uint16).astype(np.int64).tolist())
+    else:
+        getattr(tp, field).extend(values.tolist())
+    return tp
+
+
+def to_proto_content(array: Any, dtype: int | None = None) -> Any:
+    """A TensorProto with the values packed in ``tensor_content`` (TF's ``Tensor::AsProtoTensorContent``).
+
+    Strings too: every length as a varint, then all the bytes (``port::EncodeStringList``). C++
+    readers decode that; ``tf.make_ndarray`` cannot, exactly as against TF Serving with
+    ``--enable_serialization_as_tensor_content``."""
+    arr, dt, tp = _prepare(array, dtype)
+    if dt == DT_STRING:
+        items = [_as_bytes(v) for v in arr.reshape(-1).tolist()]
+        tp.tensor_content = b"".join(_varint(len(item)) for item in items) + b"".join(items)
+        return tp
+    tp.tensor_content = _typed(arr, dt).astype(_little_endian(numpy_dtype(dt)), copy=False).tobytes()
     return tp

@@ -206,7 +206,9 @@ def parse_text_config(text: str, message_name: str, source: str | None = None) -
         detail = " ".join(detail.split())
         if line is not None:
             where = f"{where}: line {line}, column {column}"
-        raise ProtoConfigError(f"{where}: not a valid {cls.DESCRIPTOR.name} text proto: {detail}") from None
+        raise ProtoConfigError(f"{where}: not a valid {cls.DESCRIPTOR.name} text proto: {detail}",
+                               message_type=cls.DESCRIPTOR.full_name, line=line, column=column, detail=detail,
+                               text=text) from None
     return msg
 
 
