@@ -5,7 +5,9 @@
 Both sides run the demo EfficientNet-Lite0 SavedModel on the same float32 batches, one after the
 other in this run: in-process through the shared SavedModel loader, then through a local
 `edge-model-server` over gRPC on loopback (the request serialisation, transport and server-side
-tensor conversion are what the ratio prices). Prints figures; asserts nothing.
+tensor conversion are what the ratio prices). The server runs twice: answering in the typed value
+fields (TF Serving's default, `float_val`) and with `--enable_serialization_as_tensor_content`, so
+the cost of the compatible encoding is a ratio in the same run. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -71,6 +73,28 @@ def over_grpc(target: str, size: int, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
+ENCODINGS = {"typed fields": [], "tensor_content": ["--enable_serialization_as_tensor_content"]}
+
+
+def serve_and_measure(store: Path, flags: list[str], seconds: float) -> dict[int, float]:
+    """Start edge-model-server with `flags`, measure batch 1 and 8 over gRPC, stop it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("edge-model-server")), f"--port={port}", f"--model_name={MODEL}",
+         f"--model_base_path={store / MODEL}", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return {size: over_grpc(f"127.0.0.1:{port}", size, seconds) for size in (1, 8)}
+            except grpc.RpcError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+    finally:
+        stop_pid(server, 30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", type=Path, default=REPO / "build" / "demo")
@@ -79,28 +103,17 @@ def main() -> int:
     store = (args.assets / "models").resolve()
     version = ModelStore(store).resolve(MODEL)
     local = {size: in_process(version.path, size, args.seconds) for size in (1, 8)}
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("edge-model-server")), f"--port={port}", f"--model_name={MODEL}",
-         f"--model_base_path={store / MODEL}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        remote: dict[int, float] = {}
-        while not remote:
-            try:
-                remote = {size: over_grpc(f"127.0.0.1:{port}", size, args.seconds) for size in (1, 8)}
-            except grpc.RpcError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
-    finally:
-        stop_pid(server, 30)
+    remote = {name: serve_and_measure(store, flags, args.seconds) for name, flags in ENCODINGS.items()}
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "unknown"
     print(f"\nedge-model-server benchmark — {MODEL} v{version.version}, float32 224x224x3, commit {commit}")
-    print(f"{'batch':>5s} {'in-process img/s':>17s} {'gRPC Predict img/s':>19s} {'ratio':>7s}")
+    print(f"{'batch':>5s} {'in-process img/s':>17s} {'encoding':>15s} {'gRPC Predict img/s':>19s} {'ratio':>7s}")
     for size in (1, 8):
-        print(f"{size:5d} {local[size]:17.1f} {remote[size]:19.1f} {remote[size] / local[size]:7.2f}")
+        for name in ENCODINGS:
+            print(f"{size:5d} {local[size]:17.1f} {name:>15s} {remote[name][size]:19.1f} "
+                  f"{remote[name][size] / local[size]:7.2f}")
+        print(f"{size:5d} {'':17s} {'typed ÷ content':>15s} {'':19s} "
+              f"{remote['typed fields'][size] / remote['tensor_content'][size]:7.2f}")
     return 0
 
 

@@ -238,7 +238,7 @@ def _from_typed_field(tp: Any, dt: int, dtype: np.dtype) -> np.ndarray:
         return values
     field = _VAL_FIELD[dt]
     repeated = getattr(tp, field)
-    raw = np.fromiter(repeated, dtype=_VAL_READ_AS[field], count=len(repeated))
+    raw = np.array(repeated, dtype=_VAL_READ_AS[field])  # upb's containers convert in C (~200x fromiter)
     if field == "half_val":  # 16-bit patterns carried in int32
         return raw.astype(np.uint16).view(dtype)
     if field in ("scomplex_val", "dcomplex_val"):

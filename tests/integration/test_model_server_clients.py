@@ -270,3 +270,22 @@ def test_bad_model_config_file_is_reported_as_tf_serving_reports_it(tmp_path) ->
                              text=True, timeout=120)
     assert missing.returncode == 2
     assert f"Failed to start server. Error: NOT_FOUND: {tmp_path / 'none'}; No such file or directory" in missing.stdout
+
+
+def test_grpc_health_checking_service_behind_its_flag(model_server_factory) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = model_server_factory("--model_name=half", f"--model_base_path={HALF_PLUS_TWO}",
+                                  "--enable_grpc_healthcheck_service")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    plain = model_server_factory("--model_name=half", f"--model_base_path={HALF_PLUS_TWO}")
+    with grpc.insecure_channel(plain.grpc_target) as channel, pytest.raises(grpc.RpcError) as info:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
