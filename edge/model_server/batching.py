@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from edge.model_server.runtime import ServingError
+from edge.model_server.status import ServingError
 from edge.serving.savedmodel import SignatureInfo
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from edge.model_server.runtime import ServingError
+from edge.model_server.status import ServingError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge.model_server.handlers import ServingCore
-from edge.model_server.manager import ServingError
+from edge.model_server.status import ServingError
 from edge.serving.protos import RPCS, messages
 
 logger = logging.getLogger(__name__)

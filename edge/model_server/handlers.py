@@ -20,8 +20,14 @@ import numpy as np
 from google.protobuf import text_format
 
 from edge.errors import TensorConversionError
+from edge.model_server.example_results import (
+    classify_outputs,
+    fill_classification,
+    fill_regression,
+    regress_outputs,
+    task_signature,
+)
 from edge.model_server.examples import serialized_examples
-from edge.model_server.manager import ServingError
 from edge.model_server.metrics import ServerMetrics
 from edge.model_server.signatures import (
     CLASSIFY_METHOD,
@@ -31,12 +37,9 @@ from edge.model_server.signatures import (
     dtype_label,
     signature_defs,
 )
+from edge.model_server.status import ServingError
 from edge.serving.protos import messages
 from edge.serving.tensors import (
-    DT_FLOAT,
-    DT_STRING,
-    datatype_of,
-    dtype_name,
     to_ndarray,
     to_proto_content,
     to_proto_field,
@@ -182,98 +185,6 @@ class ServingCore:
         return wanted or sorted(sig.outputs)
 
     # ---------------------------------------------------------------- Classify / Regress
-    def _task_signature(self, defs: dict[str, Any], sig_name: str, method: str, kind: str) -> Any:
-        """The signature a Classify/Regress request names (``classifier.cc`` GetClassificationSignatureDef).
-
-        Like TF Serving, method_name is checked only with --enable_signature_method_name_check: by
-        default any signature of the right shape qualifies, such as a TF2 ``tf.saved_model.save``
-        signature (method_name tensorflow/serving/predict) that takes serialized tf.Examples."""
-        sig = defs.get(sig_name)
-        if sig is None:
-            raise _err(Code.INVALID_ARGUMENT, f"No signature was found with the name: {sig_name}")
-        if self.method_name_check and sig.method_name != method:
-            raise _err(Code.INVALID_ARGUMENT,
-                       f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}")
-        return sig
-
-    @staticmethod
-    def _classify_outputs(sig: Any) -> list[str]:
-        """PreProcessClassification: one input keyed `inputs`, outputs `classes` and/or `scores`."""
-        if len(sig.inputs) != 1:
-            raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
-        if len(sig.outputs) not in (1, 2):
-            raise _err(Code.INVALID_ARGUMENT, f"Expected one or two output Tensors, found {len(sig.outputs)}")
-        if "inputs" not in sig.inputs:
-            raise _err(Code.INVALID_ARGUMENT, f"No classification inputs found in SignatureDef: {_debug(sig)}")
-        outs = [k for k in ("classes", "scores") if k in sig.outputs]
-        if not outs:
-            raise _err(Code.INVALID_ARGUMENT, 'Expected classification signature outputs to contain at least '
-                       f'one of "classes" or "scores". Signature was: {_debug(sig)}')
-        return outs
-
-    @staticmethod
-    def _regress_outputs(sig: Any) -> list[str]:
-        """PreProcessRegression: one input keyed `inputs`, one output keyed `outputs`."""
-        if len(sig.inputs) != 1:
-            raise _err(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
-        if len(sig.outputs) != 1:
-            raise _err(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
-        if "inputs" not in sig.inputs:
-            raise _err(Code.INVALID_ARGUMENT, f"No regression inputs found in SignatureDef: {_debug(sig)}")
-        if "outputs" not in sig.outputs:
-            raise _err(Code.INVALID_ARGUMENT, f"No regression outputs found in SignatureDef: {_debug(sig)}")
-        return ["outputs"]
-
-    @staticmethod
-    def _check_class_tensor(label: str, tensor: np.ndarray, dt: int, n: int) -> None:
-        if tensor.ndim != 2:
-            raise _err(Code.INVALID_ARGUMENT, "Expected Tensor shape: [batch_size num_classes] but got "
-                       f"[{','.join(map(str, tensor.shape))}]")
-        if datatype_of(tensor) != dt:
-            raise _err(Code.INVALID_ARGUMENT,
-                       f"Expected {label} Tensor of {dtype_name(dt)}. Got: {dtype_name(datatype_of(tensor))}")
-        if tensor.shape[0] != n:
-            raise _err(Code.INVALID_ARGUMENT, f"Expected {label} output batch size of {n}. Got: {tensor.shape[0]}")
-
-    def _fill_classification(self, result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
-        """PostProcessClassificationResult: classes DT_STRING [n, k], scores DT_FLOAT [n, k], in TF's order."""
-        classes = np.asarray(outputs["classes"]) if "classes" in outputs else None
-        scores = np.asarray(outputs["scores"]) if "scores" in outputs else None
-        if classes is not None:
-            self._check_class_tensor("classes", classes, DT_STRING, n)
-        if scores is not None:
-            self._check_class_tensor("scores", scores, DT_FLOAT, n)
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise _err(Code.INVALID_ARGUMENT, "Tensors class and score should match in dim_size(1). "
-                       f"Got {classes.shape[1]} vs. {scores.shape[1]}")
-        shaped = classes if classes is not None else scores
-        assert shaped is not None  # the signature has classes or scores (checked before running)
-        for i in range(n):
-            item = result.classifications.add()
-            for c in range(shaped.shape[1]):
-                cl = item.classes.add()
-                if classes is not None:
-                    value = classes[i][c]
-                    cl.label = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-                if scores is not None:
-                    cl.score = float(scores[i][c])
-
-    @staticmethod
-    def _fill_regression(result: Any, outputs: dict[str, np.ndarray], n: int) -> None:
-        """PostProcessRegressionResult: DT_FLOAT [n] or [n, 1], checks in TF's order."""
-        t = np.asarray(outputs["outputs"])
-        if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
-            raise _err(Code.INVALID_ARGUMENT, "Expected output Tensor shape to be either [batch_size] or "
-                       f"[batch_size, 1] but got [{','.join(map(str, t.shape))}]")
-        if t.shape[0] != n:
-            raise _err(Code.INVALID_ARGUMENT,
-                       f"Input batch size did not match output batch size: {n} vs. {t.shape[0]}")
-        if datatype_of(t) != DT_FLOAT:
-            raise _err(Code.INVALID_ARGUMENT,
-                       f"Expected output Tensor of DT_FLOAT.  Got: {dtype_name(datatype_of(t))}")
-        for v in t.reshape(-1):
-            result.regressions.add(value=float(v))
-
     def classify(self, request: Any, deadline: float | None = None) -> Any:
         return self._classify_or_regress(request, deadline, classify=True)
 
@@ -288,21 +199,21 @@ class ServingCore:
             sig_name = spec.signature_name or DEFAULT_SIGNATURE
             defs = signature_defs(servable)
             if classify:
-                sig = self._task_signature(defs, sig_name, CLASSIFY_METHOD, "classification")
-                outs = self._classify_outputs(sig)
+                sig = task_signature(defs, sig_name, CLASSIFY_METHOD, "classification", self.method_name_check)
+                outs = classify_outputs(sig)
             else:
-                sig = self._task_signature(defs, sig_name, REGRESS_METHOD, "regression")
-                outs = self._regress_outputs(sig)
+                sig = task_signature(defs, sig_name, REGRESS_METHOD, "regression", self.method_name_check)
+                outs = regress_outputs(sig)
             examples = serialized_examples(request.input)
             self.metrics.record_examples(spec.name, len(examples))
             api = "Classify" if classify else "Regress"
             result = self._run(servable, api, {"inputs": examples}, sig_name, outs, deadline)
             if classify:
                 response = self.pb.ClassificationResponse()
-                self._fill_classification(response.result, result, len(examples))
+                fill_classification(response.result, result, len(examples))
             else:
                 response = self.pb.RegressionResponse()
-                self._fill_regression(response.result, result, len(examples))
+                fill_regression(response.result, result, len(examples))
             self._make_spec(response.model_spec, spec.name, sig_name, servable.version)
             return response
 
@@ -330,11 +241,11 @@ class ServingCore:
                 if sig_name not in defs:
                     raise _err(Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {sig_name}")
                 if task.method_name == CLASSIFY_METHOD:
-                    sig = self._task_signature(defs, sig_name, CLASSIFY_METHOD, "classification")
-                    outs = self._classify_outputs(sig)
+                    sig = task_signature(defs, sig_name, CLASSIFY_METHOD, "classification", self.method_name_check)
+                    outs = classify_outputs(sig)
                 elif task.method_name == REGRESS_METHOD:
-                    sig = self._task_signature(defs, sig_name, REGRESS_METHOD, "regression")
-                    outs = self._regress_outputs(sig)
+                    sig = task_signature(defs, sig_name, REGRESS_METHOD, "regression", self.method_name_check)
+                    outs = regress_outputs(sig)
                 else:
                     raise _err(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
                 plans.append((task, sig_name, outs))
@@ -345,9 +256,9 @@ class ServingCore:
                 item = response.results.add()
                 self._make_spec(item.model_spec, task.model_spec.name, sig_name, servable.version)
                 if task.method_name == CLASSIFY_METHOD:
-                    self._fill_classification(item.classification_result, result, len(examples))
+                    fill_classification(item.classification_result, result, len(examples))
                 else:
-                    self._fill_regression(item.regression_result, result, len(examples))
+                    fill_regression(item.regression_result, result, len(examples))
         return response
 
     # ---------------------------------------------------------------- metadata / status

@@ -24,11 +24,12 @@ from edge.errors import FlagError, ProtoConfigError
 from edge.model_server.flags import PROG, ServerFlags, channel_arguments, parse_flags, usage, validate
 from edge.model_server.grpc_api import GrpcServer
 from edge.model_server.handlers import ServingCore
-from edge.model_server.manager import ServableManager, ServingError
+from edge.model_server.manager import ServableManager
 from edge.model_server.metrics import ServerMetrics
 from edge.model_server.model_config import ModelConfigWatcher, sources_from_flags, sources_from_proto
 from edge.model_server.rest_api import RestApi, RestServer
 from edge.model_server.startup_errors import failed_to_start, invalid_file, missing_file, parse_error_line
+from edge.model_server.status import ServingError
 from edge.serving.protos import messages, parse_text_config
 from edge.util.logsetup import setup_logging
 

@@ -22,8 +22,9 @@ import grpc
 from edge.model_server.batching import BatchingOptions, BatchScheduler
 from edge.model_server.model_config import ModelSource
 from edge.model_server.policy import next_action
-from edge.model_server.runtime import Servable, ServingError, load_backend, runtime_error
+from edge.model_server.runtime import Servable, load_backend, runtime_error
 from edge.model_server.source import FileSystemSource
+from edge.model_server.status import ServingError
 from edge.model_server.warmup import run_warmup
 
 logger = logging.getLogger(__name__)

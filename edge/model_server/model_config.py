@@ -18,7 +18,7 @@ import grpc
 
 from edge.errors import ModelConfigError, ProtoConfigError
 from edge.model_server.policy import All, Latest, Specific, VersionPolicy
-from edge.model_server.runtime import ServingError
+from edge.model_server.status import ServingError
 from edge.serving.protos import parse_text_config
 
 logger = logging.getLogger(__name__)

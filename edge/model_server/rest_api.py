@@ -27,9 +27,9 @@ from urllib.parse import unquote
 
 import grpc
 
-from edge.model_server import rest_json
+from edge.model_server import rest_json, rest_output
 from edge.model_server.handlers import ServingCore
-from edge.model_server.manager import ServingError
+from edge.model_server.status import ServingError
 from edge.serving.protos import messages
 from edge.serving.tensors import from_ndarray, to_ndarray
 
@@ -82,14 +82,14 @@ class RestApi:
                 return 400, "text/plain", f"Unexpected method: {method}".encode()
             return 200, "text/plain; version=0.0.4", self.core.metrics.render().encode()
         if not _V1_RE.fullmatch(path):
-            return 404, "application/json", rest_json.error_json(f"Not found: {method} {path}").encode()
+            return 404, "application/json", rest_output.error_json(f"Not found: {method} {path}").encode()
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         job = self.pool.submit(self._process, method, path, body, deadline)
         try:
             status, text = job.result(timeout=self.timeout_s)
         except futures.TimeoutError:
             job.cancel()
-            status, text = 504, rest_json.error_json("Deadline exceeded: request took longer than "
+            status, text = 504, rest_output.error_json("Deadline exceeded: request took longer than "
                                                      f"--rest_api_timeout_in_ms={int((self.timeout_s or 0) * 1000)}")
         return status, "application/json", text.encode("utf-8")
 
@@ -124,11 +124,11 @@ class RestApi:
         except ServingError as exc:
             code = exc.code if isinstance(exc.code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             logger.debug("REST %s %s failed: %s", method, path, exc.message)
-            return HTTP_STATUS.get(code, 500), rest_json.error_json(exc.message)
+            return HTTP_STATUS.get(code, 500), rest_output.error_json(exc.message)
         except Exception as exc:  # a bug must not kill the server: answer 500 and log it
             code = grpc.StatusCode.INTERNAL
             logger.exception("REST %s %s failed unexpectedly", method, path)
-            return 500, rest_json.error_json(f"{type(exc).__name__}: {exc}")
+            return 500, rest_output.error_json(f"{type(exc).__name__}: {exc}")
         finally:
             if api:
                 self.core.metrics.record_request(model, api, "REST", code.name, time.monotonic() - start)
@@ -148,26 +148,26 @@ class RestApi:
             request.inputs[alias].CopyFrom(from_ndarray(arr, types[alias]))
         response = self.core.predict(request, deadline)
         outputs = {alias: to_ndarray(t) for alias, t in response.outputs.items()}
-        return rest_json.predictions_json(outputs, fmt)
+        return rest_output.predictions_json(outputs, fmt)
 
     def _classify(self, spec: Any, body: bytes, deadline: float | None) -> str:
         doc = rest_json.parse_body(body)
         request = self.pb.ClassificationRequest()
         request.model_spec.CopyFrom(spec)
         rest_json.fill_examples(doc, request, "classify")
-        return rest_json.classification_json(self.core.classify(request, deadline).result)
+        return rest_output.classification_json(self.core.classify(request, deadline).result)
 
     def _regress(self, spec: Any, body: bytes, deadline: float | None) -> str:
         doc = rest_json.parse_body(body)
         request = self.pb.RegressionRequest()
         request.model_spec.CopyFrom(spec)
         rest_json.fill_examples(doc, request, "regress")
-        return rest_json.regression_json(self.core.regress(request, deadline).result)
+        return rest_output.regression_json(self.core.regress(request, deadline).result)
 
     def _status(self, spec: Any) -> str:
         request = self.pb.GetModelStatusRequest()
         request.model_spec.CopyFrom(spec)
-        return rest_json.proto_json(self.core.get_model_status(request))
+        return rest_output.proto_json(self.core.get_model_status(request))
 
     def _metadata(self, spec: Any) -> str:
         request = self.pb.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -175,8 +175,8 @@ class RestApi:
         response = self.core.get_model_metadata(request)
         sdm = self.pb.SignatureDefMap()
         response.metadata["signature_def"].Unpack(sdm)
-        doc = {"model_spec": json.loads(rest_json.proto_json(response.model_spec)),
-               "metadata": {"signature_def": json.loads(rest_json.proto_json(sdm))}}
+        doc = {"model_spec": json.loads(rest_output.proto_json(response.model_spec)),
+               "metadata": {"signature_def": json.loads(rest_output.proto_json(sdm))}}
         return json.dumps(doc, indent=1, ensure_ascii=False)
 
 
@@ -274,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._body() if self.command in ("POST", "PUT", "PATCH") else b""
         except _Reject as exc:
-            self._send(exc.status, "application/json", rest_json.error_json(exc.message).encode(), close=True)
+            self._send(exc.status, "application/json", rest_output.error_json(exc.message).encode(), close=True)
             self._discard_rest_of_request()
             return
         except (TimeoutError, ConnectionError):

@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 
 from edge.model_server.examples import serialized_examples
-from edge.model_server.runtime import Servable, ServingError
+from edge.model_server.runtime import Servable
+from edge.model_server.status import ServingError
 from edge.serving.protos import messages
 from edge.serving.tensors import to_ndarray
 from edge.util.fsutil import atomic_write_bytes
