@@ -38,7 +38,7 @@ from camera.decode import DecodeDeferral, DeferredFrame, KeptFrame, decode_defer
 from camera.frames import Frame, FrameTransform, RegionTransform
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source
-from camera.stats import CameraStats, FpsLimiter, RateMeter
+from camera.stats import CameraStats, CaptureCounters, FpsLimiter
 from camera.uri import mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
@@ -89,19 +89,7 @@ class CameraCapture:
         # Guarded by _lock:
         self._state = "stopped"
         self._slot: Frame | DeferredFrame | None = None
-        self._frames_decoded = 0
-        self._decoded_on_take = 0
-        self._frames_read = 0
-        self._frames_processed = 0
-        self._frames_skipped = 0
-        self._reconnects = 0
-        self._last_frame_mono: float | None = None
-        self._resolution: tuple[int, int] | None = None
-        self._decoded: KeptFrame | None = None  # sizes of the last published frame
-        self._last_error: str | None = None
-        self._read_rate = RateMeter()
-        self._processed_rate = RateMeter()
-        self._skipped_rate = RateMeter()
+        self._counters = CaptureCounters()
 
     @property
     def name(self) -> str:
@@ -120,8 +108,7 @@ class CameraCapture:
         now = time.monotonic()
         with self._lock:
             self._state = "connecting"
-            for meter in (self._read_rate, self._processed_rate, self._skipped_rate):
-                meter.start(now)
+            self._counters.start(now)
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 
@@ -173,7 +160,7 @@ class CameraCapture:
             item, self._slot = self._slot, None
             if not isinstance(item, DeferredFrame):
                 if item is not None:
-                    self._count_processed()
+                    self._counters.processed(time.monotonic())
                 return item
         return self._decode_taken(item)
 
@@ -190,8 +177,8 @@ class CameraCapture:
         pixels, tag = self._transform.apply(kept.image)
         with self._lock:
             self._count_decoded(kept)
-            self._decoded_on_take += 1
-            self._count_processed()
+            self._counters.decoded_on_take += 1
+            self._counters.processed(time.monotonic())
         return Frame(self.name, deferred.number, kept.image, deferred.captured_wall, deferred.captured_mono,
                      pixels, tag)
 
@@ -205,34 +192,16 @@ class CameraCapture:
     def stats(self) -> CameraStats:
         now = time.monotonic()
         with self._lock:
-            age = None if self._last_frame_mono is None else now - self._last_frame_mono
-            return CameraStats(
-                name=self.name,
-                state=self._current_state(now),
-                uri=mask_uri_password(self.settings.uri),
-                camera_fps=self._read_rate.rate(now),
-                process_fps=self._processed_rate.rate(now),
-                skipped_fps=self._skipped_rate.rate(now),
-                reconnects=self._reconnects,
-                last_frame_age_s=age,
-                frames_read=self._frames_read,
-                frames_processed=self._frames_processed,
-                frames_skipped=self._frames_skipped,
-                resolution=self._resolution,
-                last_error=self._last_error,
-                decoded_resolution=None if self._decoded is None else self._decoded.decoded,
-                decode_scale=None if self._decoded is None else self._decoded.scale,
-                frames_decoded=self._frames_decoded,
-                decoded_on_take=self._decoded_on_take,
-            )
+            return self._counters.snapshot(self.name, self._current_state(now), mask_uri_password(self.settings.uri),
+                                           now)
 
     # ----------------------------------------------------------------- capture thread
 
     def _current_state(self, now: float) -> str:
         if (
             self._state == "online"
-            and self._last_frame_mono is not None
-            and now - self._last_frame_mono > self.settings.watchdog_s
+            and self._counters.last_frame_mono is not None
+            and now - self._counters.last_frame_mono > self.settings.watchdog_s
         ):
             return "offline"
         return self._state
@@ -268,7 +237,7 @@ class CameraCapture:
         except Exception:  # a bug here must not kill the camera silently
             logger.exception("camera %s: capture thread crashed", self.name)
             with self._lock:
-                self._last_error = "capture thread crashed (see log)"
+                self._counters.last_error = "capture thread crashed (see log)"
                 if not self._stopping.is_set():
                     self._state = "offline"
         finally:
@@ -352,27 +321,18 @@ class CameraCapture:
     def _admit(self, now_mono: float) -> int | None:
         """Count a frame read; its number if the fps limiter keeps it, None (counted skipped) if not."""
         with self._lock:
-            self._frames_read += 1
-            self._read_rate.add(now_mono)
-            self._last_frame_mono = now_mono
+            number = self._counters.read(now_mono)
             if not self._limiter.allow(now_mono):
-                self._frames_skipped += 1
-                self._skipped_rate.add(now_mono)
+                self._counters.skipped(now_mono)
                 return None
-            return self._frames_read
-
-    def _count_processed(self) -> None:  # under _lock
-        self._frames_processed += 1
-        self._processed_rate.add(time.monotonic())
+            return number
 
     def _count_decoded(self, kept: KeptFrame) -> None:  # under _lock
-        self._resolution, self._decoded = kept.resolution, kept
-        self._frames_decoded += 1
+        self._counters.decoded(kept.resolution, kept.decoded, kept.scale)
 
     def _count_skipped(self, now_mono: float) -> None:
         with self._lock:
-            self._frames_skipped += 1
-            self._skipped_rate.add(now_mono)
+            self._counters.skipped(now_mono)
 
     def _publish(self, item: Frame | DeferredFrame, kept: KeptFrame | None = None) -> None:
         with self._lock:
@@ -380,8 +340,7 @@ class CameraCapture:
                 self._count_decoded(kept)
             slot_was_full = self._slot is not None
             if slot_was_full:  # the consumer never took it: newest frame wins
-                self._frames_skipped += 1
-                self._skipped_rate.add(item.captured_mono)
+                self._counters.skipped(item.captured_mono)
             self._slot = item
             self._slot_changed.notify_all()
         self._deferral.published(slot_was_full)
@@ -394,7 +353,7 @@ class CameraCapture:
             if self._stopping.is_set():
                 return
             self._state = "online"
-            self._last_error = None
+            self._counters.last_error = None
         logger.info("camera %s: online (%dx%d, source fps %s)", self.name, *resolution, source_fps)
         self._emit("camera_online", {"camera": self.name, "resolution": resolution, "source_fps": source_fps})
 
@@ -403,9 +362,9 @@ class CameraCapture:
             if self._stopping.is_set():
                 return
             self._state = "offline"
-            self._last_error = reason
+            self._counters.last_error = reason
             if announce and reconnect_in_s is not None:
-                self._reconnects += 1
+                self._counters.reconnects += 1
         if not announce:
             logger.debug("camera %s: still offline (%s); retry in %.1fs", self.name, reason, reconnect_in_s or 0)
             return

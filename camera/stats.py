@@ -124,3 +124,60 @@ class CameraStats:
             "frames_decoded": self.frames_decoded,
             "decoded_on_take": self.decoded_on_take,
         }
+
+
+class CaptureCounters:
+    """One capture's counters and rates; the capture guards every call with its own lock.
+
+    frames_read = frames_processed + frames_skipped + (1 while a frame waits in the slot)."""
+
+    def __init__(self) -> None:
+        self.frames_read = 0
+        self.frames_processed = 0
+        self.frames_skipped = 0
+        self.frames_decoded = 0
+        self.decoded_on_take = 0
+        self.reconnects = 0
+        self.last_frame_mono: float | None = None
+        self.resolution: tuple[int, int] | None = None
+        self.decoded_resolution: tuple[int, int] | None = None
+        self.decode_scale: int | None = None
+        self.last_error: str | None = None
+        self._read = RateMeter()
+        self._processed = RateMeter()
+        self._skipped = RateMeter()
+
+    def start(self, now: float) -> None:
+        for meter in (self._read, self._processed, self._skipped):
+            meter.start(now)
+
+    def read(self, now: float) -> int:
+        """A frame came off the source; its number."""
+        self.frames_read += 1
+        self._read.add(now)
+        self.last_frame_mono = now
+        return self.frames_read
+
+    def processed(self, now: float) -> None:
+        self.frames_processed += 1
+        self._processed.add(now)
+
+    def skipped(self, now: float) -> None:
+        self.frames_skipped += 1
+        self._skipped.add(now)
+
+    def decoded(self, resolution: tuple[int, int], decoded: tuple[int, int], scale: int) -> None:
+        """A kept frame was decoded: the resolution it is published at, what it was decoded at, the scale."""
+        self.resolution, self.decoded_resolution, self.decode_scale = resolution, decoded, scale
+        self.frames_decoded += 1
+
+    def snapshot(self, name: str, state: str, uri: str, now: float) -> CameraStats:
+        return CameraStats(
+            name=name, state=state, uri=uri,
+            camera_fps=self._read.rate(now), process_fps=self._processed.rate(now),
+            skipped_fps=self._skipped.rate(now), reconnects=self.reconnects,
+            last_frame_age_s=None if self.last_frame_mono is None else now - self.last_frame_mono,
+            frames_read=self.frames_read, frames_processed=self.frames_processed,
+            frames_skipped=self.frames_skipped, resolution=self.resolution, last_error=self.last_error,
+            decoded_resolution=self.decoded_resolution, decode_scale=self.decode_scale,
+            frames_decoded=self.frames_decoded, decoded_on_take=self.decoded_on_take)
