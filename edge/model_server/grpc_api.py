@@ -54,7 +54,10 @@ def _short(message: str) -> str:
         return message
     return data[:MAX_STATUS_BYTES].decode("utf-8", "ignore") + "...TRUNCATED"
 
-HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+# TF Serving (server.cc) sets "" (gRPC's default service), "ModelService" and "PredictionService"; the fully
+# qualified names are there too for probes configured with them
+HEALTH_SERVICES = ("", "PredictionService", "ModelService", "tensorflow.serving.PredictionService",
+                   "tensorflow.serving.ModelService")
 
 # method name -> (core operation name, takes deadline, counts as an inference request)
 _OPERATIONS: dict[str, tuple[str, bool, bool]] = {
@@ -139,8 +142,8 @@ class GrpcServer:
     def __init__(self, core: ServingCore, *, host: str = "127.0.0.1", port: int = 8500,
                  socket_path: str = "", channel_arguments: list[tuple[str, Any]] | None = None,
                  max_workers: int = 0, health_check: bool = False) -> None:
-        """`health_check`: serve grpc.health.v1.Health (--enable_grpc_healthcheck_service), SERVING for
-        the server ("") and for tensorflow.serving.PredictionService and ModelService while it runs."""
+        """`health_check`: serve grpc.health.v1.Health (--enable_grpc_healthcheck_service): SERVING for the
+        server (""), PredictionService and ModelService (short and qualified names) while it runs."""
         options: dict[str, Any] = {
             "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
             "grpc.max_send_message_length": MAX_MESSAGE_BYTES,

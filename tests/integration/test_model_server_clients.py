@@ -279,7 +279,7 @@ def test_grpc_health_checking_service_behind_its_flag(model_server_factory) -> N
                                   "--enable_grpc_healthcheck_service")
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        for service in ("", "PredictionService", "ModelService", "tensorflow.serving.PredictionService"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
         with pytest.raises(grpc.RpcError) as info:
