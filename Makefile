@@ -29,13 +29,20 @@ system-deps:
 	@# the distribution's broker must not hold 1883 or run as a service we did not start
 	@if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q mosquitto 2>/dev/null; then systemctl stop mosquitto || true; fi
 
-$(BIN)/.installed: pyproject.toml
+# The pinned stack for this machine (packaging/constraints/, made by packaging/compile-constraints.sh).
+CONSTRAINTS := packaging/constraints/$(shell uname -m)-py$(shell $(PY) -c 'import sys; print("%d%d" % sys.version_info[:2])').txt
+PIN = $(if $(wildcard $(CONSTRAINTS)),-c $(CONSTRAINTS),)
+
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard packaging/constraints/*.txt)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[tf,litert,systemd,demo,test]'
+	@# the distribution was called `edge` before 0.2.0 (a name PyPI gives to another project)
+	-$(BIN)/pip uninstall -q -y edge 2>/dev/null
+	@$(if $(PIN),,echo "note: no pinned stack for this machine ($(CONSTRAINTS)); installing unpinned")
+	$(BIN)/pip install -q $(PIN) -e '.[opencv,tf,litert,systemd,demo,test]'
 	@# the official TF Serving client, for wire-compatibility tests only; --no-deps because it
 	@# requires the full `tensorflow` wheel, which tensorflow-cpu already provides as a module
-	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api>=2.15'
+	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api==2.21.0'
 	touch $@
 
 venv: $(BIN)/.installed

@@ -10,6 +10,12 @@ reconnect with backoff, a no-frame watchdog, fps limiting and ROI crops. Knows n
 """
 from __future__ import annotations
 
+try:
+    import cv2  # noqa: F401  (checked here so a missing OpenCV says how to get it)
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("OpenCV is not installed: pip install 'edge-gateway[opencv]', or use the system's "
+                      "python3-opencv from a venv made with --system-site-packages") from exc
+
 import logging
 
 from camera.capture import CameraCapture

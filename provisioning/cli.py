@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
+from edge.config.loader import load_config
+from edge.util.paths import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
 from provisioning import model as model_cli
 from provisioning.device import doctor, init, install, status

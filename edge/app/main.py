@@ -1,37 +1,22 @@
 """`edge-gateway`: argv, signals and exit codes around :class:`edge.app.gateway.Gateway`."""
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
 import cv2
 
 from edge.app.gateway import Gateway
-from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
+from edge.app.parser import build_parser
+from edge.config.loader import load_config
 from edge.errors import EXIT_CONFIG, EXIT_STARTUP, ConfigError, StartupError
 from edge.util.logsetup import setup_logging
+from edge.util.paths import DEFAULT_CONFIG_PATH
 
 logger = logging.getLogger(__name__)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-gateway",
-        description="Edge camera classification gateway: cameras -> model -> MQTT.",
-    )
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the gateway (the default)")
-    for p in (parser, run):
-        p.add_argument("--config", type=Path, default=None,
-                       help=f"gateway TOML config (default {DEFAULT_CONFIG_PATH})")
-        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
-                       help="override log_level from the config")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,6 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_PATH = Path("/etc/edge/gateway.toml")
 MAX_DEPTH = 32  # the schema is at most 4 levels deep; anything far deeper is refused before validation
 MAX_MESSAGE_CHARS = 400
 

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from edge.model_server.startup_errors import failed_to_start, invalid_file, miss
 from edge.model_server.status import ServingError
 from edge.serving.protos import messages, parse_text_config
 from edge.util.logsetup import setup_logging
+from edge.util.paths import version
 
 logger = logging.getLogger("edge.model_server")
 
@@ -40,11 +40,6 @@ STOP_GRACE_S = 5.0
 
 
 
-def _version() -> str:
-    try:
-        return version("edge")
-    except Exception:
-        return "unknown"
 
 
 class StartupFailure(Exception):
@@ -202,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     if flags.version:
-        print(f"{PROG} {_version()} (TensorFlow Serving-compatible ModelServer: PredictionService, ModelService)")
+        print(f"{PROG} {version()} (TensorFlow Serving-compatible ModelServer: PredictionService, ModelService)")
         return 0
 
     setup_logging(flags.log_level, identifier="edge-model-server")

@@ -27,14 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from camera import CaptureSettings, SourceOpenError, mask_uri_password, open_source
-from edge.app.gateway import load_classifier
-from edge.config.loader import DEFAULT_CONFIG_PATH, load_config
+from edge.app.wiring import load_classifier
+from edge.config.loader import load_config
 from edge.config.schema import GatewayConfig
 from edge.errors import ConfigError, RegistryError
 from edge.models.store import ModelStore, list_versions
 from edge.transport.mqtt import parse_broker_url
 from edge.transport.oci import RegistryClient
 from edge.util.ociref import Reference
+from edge.util.paths import DEFAULT_CONFIG_PATH
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,26 @@ ETC, STATE, MODELS = Path("/etc/edge"), Path("/var/lib/edge"), Path("/var/lib/ed
 
 
 
+MAN_DIR = Path("/usr/local/share/man/man1")
+COMPLETION_DIR = Path("/usr/local/share/bash-completion/completions")
+EXAMPLE_CONFIG = ETC / "gateway.toml.example"
+
+
+def data_dir() -> Path:
+    """The installation's data files: the wheel's package data (edge/_data: units, example config, man
+    pages, completions, written at build time), else a source checkout's own folders."""
+    packaged = Path(str(files("edge").joinpath("_data")))
+    if (packaged / "systemd" / GATEWAY_UNIT).is_file():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "systemd" / GATEWAY_UNIT).is_file():
+        return checkout
+    raise ServiceInstallError("cannot find the unit files (edge/_data/systemd/edge-gateway.service) of this "
+                              "installation; reinstall the edge-gateway package")
+
+
 def unit_source_dir() -> Path:
-    """The packaged unit files: the source tree's systemd/ or <prefix>/share/edge/systemd."""
-    for candidate in (Path(__file__).resolve().parents[1] / "systemd", Path(sys.prefix) / "share/edge/systemd"):
-        if (candidate / GATEWAY_UNIT).is_file():
-            return candidate
-    raise ServiceInstallError("cannot find the unit files (systemd/edge-gateway.service) of this installation")
+    return data_dir() / "systemd"
 
 
 def program_path(name: str) -> Path:
@@ -141,6 +156,7 @@ def install(root: Path | None, enable: bool) -> tuple[list[Path], list[str]]:
         write_file(unit_dir / name, text.encode("utf-8"), 0o644)
         written.append(unit_dir / name)
     verify_units([unit_dir / GATEWAY_UNIT], notes)
+    written += install_docs(root)
     if not enable:
         notes.append(f"--no-enable: {GATEWAY_UNIT} not enabled")
     elif root is not None:
@@ -156,11 +172,27 @@ def install(root: Path | None, enable: bool) -> tuple[list[Path], list[str]]:
     return written, notes
 
 
+def install_docs(root: Path | None) -> list[Path]:
+    """The example config beside the real one, man pages and bash completions (those built into the wheel)."""
+    data, written = data_dir(), []
+    example = data / "examples" / "gateway.toml"
+    if example.is_file():
+        write_file(under_root(root, EXAMPLE_CONFIG), example.read_bytes(), 0o644)
+        written.append(under_root(root, EXAMPLE_CONFIG))
+    for folder, pattern, target in ((data / "man", "*.1", MAN_DIR), (data / "completion", "*.bash", COMPLETION_DIR)):
+        for source in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            name = source.name.removesuffix(".bash")
+            write_file(under_root(root, target) / name, source.read_bytes(), 0o644)
+            written.append(under_root(root, target) / name)
+    return written
+
+
 def verify_units(units: list[Path], notes: list[str]) -> None:
     if shutil.which("systemd-analyze") is None:
         notes.append("systemd-analyze not found: units not verified")
         return
-    proc = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True,
+    # --man=no: the man pages may be installed under --root, not where this machine's man looks
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)], capture_output=True, text=True,
                           timeout=120)
     if proc.returncode != 0:
         raise ServiceInstallError(f"systemd-analyze verify failed: {proc.stderr.strip()}")

@@ -1,10 +1,16 @@
-"""Compile the vendored TF Serving .proto files into a serialized FileDescriptorSet.
+"""The vendored TF Serving .proto files as a serialized FileDescriptorSet.
 
-`grpc_tools.protoc` (package `grpcio-tools`) runs in a child process (see compile_descriptor_set); the result is cached under
-`$XDG_CACHE_HOME/edge/` (default `~/.cache/edge/`) in a file named after a SHA-256 of every
-vendored .proto (path and contents), so an edit to any of them recompiles and a stale cache is
-never read. When the cache folder is not writable the set is compiled in memory on every start.
-No generated code is written anywhere.
+The wheel carries the set, compiled when the package is built (``setup.py`` calls
+:func:`write_packaged_set`): ``descriptors.binpb`` beside the .proto files, with
+``descriptors.sha256`` naming the SHA-256 of every vendored .proto (path and contents) it was made
+from. At run time the packaged set is used when that digest matches the .proto files present, so a
+device needs neither a compiler nor grpcio-tools. Otherwise (a source checkout whose .proto files
+changed since the last build) ``grpc_tools.protoc`` (grpcio-tools, a build/test dependency) runs in a
+child process and the result is cached under ``$XDG_CACHE_HOME/edge/`` (default ``~/.cache/edge/``)
+in a file named after that digest; when no cache folder is writable it is compiled in memory. No
+generated code is written anywhere.
+
+This module imports only the standard library and edge.errors / edge.util (the build loads it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 PROTO_ROOT = Path(__file__).resolve().parent
 CACHE_PREFIX = "tfserving-protos-"
+PACKAGED_SET = "descriptors.binpb"
+PACKAGED_DIGEST = "descriptors.sha256"
 
 
 
@@ -94,10 +102,35 @@ def compile_descriptor_set(files: list[str] | None = None) -> bytes:
         return Path(out).read_bytes()
 
 
-def load_descriptor_set(use_cache: bool = True) -> bytes:
-    """The serialized FileDescriptorSet: from the cache when it matches, else compiled (and cached)."""
+def write_packaged_set(out_dir: Path) -> None:
+    """Compile the set into `out_dir` (the build): descriptors.binpb and the digest it was made from."""
     files = proto_files()
-    path = cache_path(source_digest(files))
+    data = compile_descriptor_set(files)
+    (Path(out_dir) / PACKAGED_SET).write_bytes(data)
+    (Path(out_dir) / PACKAGED_DIGEST).write_text(source_digest(files) + "\n")
+
+
+def packaged_set(digest: str) -> bytes | None:
+    """The set the package was built with, when it was built from exactly these .proto files."""
+    try:
+        built_from = (PROTO_ROOT / PACKAGED_DIGEST).read_text().strip()
+        if built_from != digest:
+            logger.info("the packaged TF Serving descriptor set is from other .proto files; compiling")
+            return None
+        return (PROTO_ROOT / PACKAGED_SET).read_bytes() or None
+    except OSError:
+        return None
+
+
+def load_descriptor_set(use_cache: bool = True) -> bytes:
+    """The serialized FileDescriptorSet: the packaged one when it matches the .proto files, else from the
+    cache when it matches, else compiled (and cached)."""
+    files = proto_files()
+    digest = source_digest(files)
+    packaged = packaged_set(digest)
+    if packaged is not None:
+        return packaged
+    path = cache_path(digest)
     if use_cache:
         try:
             data = path.read_bytes()

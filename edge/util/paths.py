@@ -1,0 +1,20 @@
+"""Where things live on a device by default (FHS paths the systemd units and edgectl agree on)."""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge/gateway.toml")
+DISTRIBUTION = "edge-gateway"  # the name on PyPI and of the Debian package
+
+
+def version() -> str:
+    """The installed distribution's version ("unknown" in a bare source checkout)."""
+    from importlib.metadata import PackageNotFoundError  # stdlib; the build loads this
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
