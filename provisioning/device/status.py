@@ -76,11 +76,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         doc = read_status(args.file, max_age_s=args.max_age)
     except StatusFileStale as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
+        if not args.quiet:
+            print(f"edgectl: {exc}", file=sys.stderr)
         doc, stale = exc.snapshot, True
     except StatusFileError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
+        if not args.quiet:
+            print(f"edgectl: {exc}", file=sys.stderr)
         return 1
+    if args.quiet:  # a health check: the gateway runs and rewrites its status file
+        return 1 if stale else 0
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -96,5 +100,7 @@ def register(sub: Any) -> None:
     st.add_argument("--max-age", type=float, default=None,
                     help="seconds after which the file counts as stale (default: 3 health intervals)")
     st.add_argument("--json", action="store_true", help="print the raw snapshot")
+    st.add_argument("--quiet", action="store_true",
+                    help="print nothing; exit 0 while the gateway keeps its status file fresh, else 1 (health checks)")
     st.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     st.set_defaults(handler=cmd_status)
