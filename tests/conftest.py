@@ -1,10 +1,47 @@
-"""Shared pytest fixtures: real Mosquitto, ffmpeg streams, test models. See tests/fixtures/."""
+"""The test suite's layout and tiers.
+
+- tests/fixtures/: pytest plugins (listed below) that start real components: Mosquitto, ffmpeg
+  streams, docker-registry, TensorFlow/LiteRT test models, the gateway and edge-model-server
+  processes, a TLS fleet. Fixtures only, plus the process classes they need.
+- tests/support/: plain helpers, no fixtures: `waits.wait_until` (the one polling helper),
+  `net`, `fakes` (fake cameras, classifiers, sinks), `frames`, `models`, `packages`, `mqtt`,
+  `config` (gateway TOML), `processes`, `paths`.
+- tests/unit/: no external component and no TensorFlow model load where avoidable.
+- tests/integration/: one real component (broker, registry, ffmpeg, model server, a TensorFlow or
+  LiteRT model, systemd-analyze, our own CLIs as subprocesses).
+- tests/e2e/: the real edge-gateway process end to end. tests/hostile/: hostile-input suites.
+  tests/chaos/: the chaos harness and its short run.
+
+Marker `slow` (declared in pyproject.toml): end-to-end tests that start several real components or
+take more than 5 s. Everything under tests/e2e/ and tests/chaos/ is slow as a whole (added here at
+collection); `make test-fast` runs `pytest -m "not slow"`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
 pytest_plugins = [
-    "tests.fixtures.net",
     "tests.fixtures.mosquitto",
     "tests.fixtures.streams",
+    "tests.fixtures.cameras",
     "tests.fixtures.models",
     "tests.fixtures.gateway",
     "tests.fixtures.model_server",
     "tests.fixtures.registry",
+    "tests.fixtures.pki",
+    "tests.fixtures.systemd",
 ]
+
+TESTS = Path(__file__).resolve().parent
+SLOW_DIRS = {"e2e", "chaos"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/e2e/ and tests/chaos/ slow (before `-m` deselects)."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts if item.path.resolve().is_relative_to(TESTS) else ()
+        if parts and parts[0] in SLOW_DIRS:
+            item.add_marker(pytest.mark.slow)

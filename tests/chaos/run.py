@@ -14,17 +14,9 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.chaos.harness import Row
-from tests.chaos.scenarios import (
-    Budget,
-    Packages,
-    dump_failure,
-    run_broker,
-    run_cameras,
-    run_disk_full,
-    run_gateway_kills,
-    run_serving,
-)
+from tests.chaos.ledger import Row
+from tests.chaos.scenarios import run_broker, run_cameras, run_disk_full, run_gateway_kills, run_serving
+from tests.chaos.world import Budget, Packages, dump_failure
 
 SCENARIOS = {
     "broker": run_broker,  # rows 1 and 6
