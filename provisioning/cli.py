@@ -1,5 +1,6 @@
 """`edgectl`: provision and operate edge devices: config checking, init/install, CA and broker ACL,
-doctor, status, model packaging and signing keys, fleet operations over MQTT."""
+doctor, status, model packaging and signing keys, the fleet root key and signed documents, fleet
+operations over MQTT."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge.config.loader import load_config
-from edge.util.paths import DEFAULT_CONFIG_PATH
 from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
+from edge.util.paths import DEFAULT_CONFIG_PATH
 from provisioning import model as model_cli
 from provisioning.device import doctor, init, install, status
 from provisioning.fleet import cli as fleet
-from provisioning.pki import broker, ca, keys
+from provisioning.pki import broker, ca, keys, trust
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_config_check)
     model_cli.register(sub)
     keys.register(sub)
+    trust.register(sub)
     init.register(sub)
     install.register(sub)
     ca.register(sub)

@@ -28,6 +28,7 @@ from edge.errors import (
     ModelMetadataError,
     ModelStoreError,
     SavedModelError,
+    SignedDocumentError,
     SpoolError,
     StartupError,
 )
@@ -41,6 +42,7 @@ from edge.transport.commands import CommandRouter
 from edge.transport.homeassistant import HomeAssistantDiscovery
 from edge.transport.outbox import MqttReporter
 from edge.transport.spool import Spool
+from edge.util.trustroot import TrustRoot
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class Gateway:
         except (SpoolError, OSError) as exc:
             raise StartupError(f"spool.path {config.spool.path}: {exc}") from None
         self.reporter = MqttReporter(mqtt_settings(config), config.device_id, self.spool, on_event=self.emit)
+        try:  # the fleet root (out of band) and the counters of the signed documents accepted so far
+            self.trust = TrustRoot(config.device_id, config.trust.root_key, config.trust_state_file)
+        except SignedDocumentError as exc:
+            raise StartupError(str(exc)) from None
         self.frame_ready = threading.Event()
         self.cameras = [LiveCamera(camera_settings(cam), on_event=self.emit, frame_ready=self.frame_ready)
                         for cam in config.cameras]
@@ -69,12 +75,13 @@ class Gateway:
         self.commands = CommandRouter(self.reporter)
         self.updates: ModelUpdates | None = None
         if config.registry is not None:
-            self.updates = ModelUpdates(config, self.reporter, self.health, self.emit, self.stop_requested)
+            self.updates = ModelUpdates(config, self.reporter, self.health, self.emit, self.stop_requested,
+                                        self.trust)
             self.updates.register(self.commands)
         DeviceCommands(DeviceContext(
             config=self.live_config, cameras=self.cameras, snapshots=self.snapshots, status=self.device_status,
             apply_live=self._apply_live, request_restart=self.request_restart, emit=self.emit,
-            started_mono=self.health.started_mono)).register(self.commands)
+            started_mono=self.health.started_mono, trust=self.trust)).register(self.commands)
         self.homeassistant: HomeAssistantDiscovery | None = None
         if config.homeassistant.enabled:
             self.homeassistant = HomeAssistantDiscovery(discovery_settings(config), self.reporter)

@@ -3,6 +3,13 @@
 Only used when the config has a `[registry]` section. The gateway asks this for the classifier to
 start with (the recorded serving version, or the first install, waiting for it), hands it the
 pipeline once running, and stops it on shutdown.
+
+Commands (both operational, see :class:`edge.util.trustroot.Sensitivity`):
+
+- ``deploy {"ref"?}``: check now; a `ref` must be on the configured registry.
+- ``rollback {}``: back to the previous version on disk. ``rollback {"signed": <rollback
+  document>}``: allow the older version and digest the document names (rollback protection refuses
+  it otherwise), then check the ref it names (or the followed one) at once.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from edge.errors import (
     ModelStoreError,
     RolloutError,
     SavedModelError,
+    SignedDocumentError,
     StartupError,
 )
 from edge.inference.pipeline import InferencePipeline
@@ -33,6 +41,8 @@ from edge.serving.base import Classifier
 from edge.transport.commands import CommandRouter
 from edge.transport.outbox import MqttReporter
 from edge.util.ociref import Reference
+from edge.util.signed import DocType
+from edge.util.trustroot import Sensitivity, TrustRoot
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +59,19 @@ class ModelUpdates:
         health: HealthMonitor,
         emit: Callable[[str, dict[str, Any]], None],
         stop_requested: threading.Event,
+        trust: TrustRoot,
     ) -> None:
         self.config = config
         self.reporter = reporter
         self.health = health
         self.stop_requested = stop_requested
+        self.trust = trust
+        self.emit = emit
         self.rollout = self._build_rollout(emit)
 
     def register(self, router: CommandRouter) -> None:
-        router.register("deploy", self._cmd_deploy, {"ref": str})
-        router.register("rollback", self._cmd_rollback, {})
+        router.register("deploy", self._cmd_deploy, {"ref": str}, sensitivity=Sensitivity.OPERATIONAL)
+        router.register("rollback", self._cmd_rollback, {"signed": dict}, sensitivity=Sensitivity.OPERATIONAL)
 
     def start(self, pipeline: InferencePipeline) -> None:
         self.rollout.pipeline = pipeline
@@ -106,10 +119,36 @@ class ModelUpdates:
             raise CommandError(str(exc)) from None
 
     def _cmd_rollback(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if "signed" in payload:
+            return self._signed_rollback(payload["signed"])
         try:
             return self.rollout.rollback()
         except RolloutError as exc:
             raise CommandError(str(exc)) from None
+
+    def _signed_rollback(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Allow the older version a signed rollback document names, then check for it now."""
+        try:
+            doc = self.trust.verify(envelope, DocType.ROLLBACK)
+            content = doc.content
+            if content["model"] != self.config.model.name:
+                raise SignedDocumentError(f"payload.content.model: the document is for model {content['model']!r}, "
+                                          f"this device serves {self.config.model.name!r}")
+            target = str(self.rollout.active_ref())
+            if "ref" in content:
+                target = str(self.rollout.watcher.parse_deploy_ref(content["ref"]))  # same registry only
+            self.trust.accept(doc)
+        except (SignedDocumentError, RolloutError) as exc:
+            self.emit("signed_document_refused", {"command": "rollback", "reason": str(exc)})
+            raise CommandError(f"signed rollback refused: {exc}; nothing changed") from None
+        self.rollout.allow_rollback(content["version"], content["digest"], doc.expires, doc.counter)
+        self.emit("signed_document_accepted", {"command": "rollback", **doc.describe(),
+                                               "version": content["version"], "digest": content["digest"]})
+        try:
+            queued = self.rollout.deploy(target)
+        except RolloutError as exc:
+            raise CommandError(f"rollback allowed, but the check could not be queued: {exc}") from None
+        return {"allowed": {"version": content["version"], "digest": content["digest"]}, **queued}
 
     def initial_classifier(self) -> Classifier | None:
         """The recorded serving version (or the newest trusted one); else the first install, waiting."""

@@ -17,6 +17,13 @@ An accepted patch is always persisted (temp file + fsync + rename, the previous 
   ``RestartForceExitStatus=75`` (and ``SuccessExitStatus=75`` so it is not logged as a failure).
 
 If the config file cannot be written the patch is refused and nothing changes.
+
+**Trust anchors** (:mod:`edge.config.trust_keys`: registry, broker, credentials, paths, the fleet
+root, the device identity...) are checked first, on the document as written and again on the
+validated config: a patch that touches one is refused with :class:`~edge.errors.TrustError`
+(nothing read further, nothing written) unless the caller vouches for it with `authorise`, which
+the device commands pass only for a patch carried by a valid signed document. `authorise` runs
+(and records the document's counter) before the file is written.
 """
 from __future__ import annotations
 
@@ -24,13 +31,15 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from edge.config.loader import parse_config
 from edge.config.schema import GatewayConfig
-from edge.errors import EXIT_RESTART, ConfigError, PatchError
+from edge.config.trust_keys import is_live, touched_anchors
+from edge.errors import EXIT_RESTART, ConfigError, PatchError, TrustError
 from edge.util.fsutil import atomic_write_bytes
 
 if sys.version_info >= (3, 11):
@@ -40,8 +49,8 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
 
 logger = logging.getLogger(__name__)
 
-LIVE_KEYS = {("results", "publish"), ("results", "min_score"), ("model", "top_k"), ("health", "interval_s"),
-             ("log_level",)}
+SIGN_HOWTO = ("sign it with `edgectl trust sign config --key FLEET_ROOT_KEY --device DEVICE --patch PATCH` "
+              "and send {\"signed\": <document>} to cmd/config (docs/threat-model.md)")
 
 
 # -- merge patch ---------------------------------------------------------------------------------
@@ -129,7 +138,12 @@ def to_toml(doc: dict[str, Any]) -> str:
 
 def changed_keys(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, ...]]:
     """Dotted paths (as tuples) whose values differ; cameras compared per index."""
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return document_changes(old.model_dump(mode="json"), new.model_dump(mode="json"))
+
+
+def document_changes(a: Any, b: Any) -> list[tuple[str, ...]]:
+    """Paths where two config documents differ: tables recursed, cameras per index when the list
+    keeps its length, anything else (values, other lists, a table against nothing) compared whole."""
     paths: list[tuple[str, ...]] = []
 
     def walk(x: Any, y: Any, path: tuple[str, ...]) -> None:
@@ -147,15 +161,17 @@ def changed_keys(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, ...]
 
 
 def needs_restart(old: GatewayConfig, paths: list[tuple[str, ...]]) -> list[str]:
-    """The changed keys that cannot be applied to the running gateway."""
-    out = []
-    for path in paths:
-        if path in LIVE_KEYS:
-            continue
-        if len(path) >= 3 and path[0] == "cameras" and path[2] != "name":
-            continue  # one camera's settings: restart that camera
-        out.append(".".join(path))
-    return out
+    """The changed keys that cannot be applied to the running gateway (see trust_keys.KEYS)."""
+    return [dotted(path, old) for path in paths if not is_live(path)]
+
+
+def refuse_anchors(paths: list[tuple[str, ...]]) -> None:
+    """TrustError naming the trust anchors among `paths`, if any."""
+    anchors = touched_anchors(paths)
+    if anchors:
+        raise TrustError(f"refused: {', '.join(anchors)} {'is a trust anchor' if len(anchors) == 1 else 'are trust anchors'}"
+                         f"; a remote change to {'it' if len(anchors) == 1 else 'them'} needs a document signed by "
+                         f"the fleet root key: {SIGN_HOWTO}. Nothing was changed", tuple(anchors))
 
 
 def dotted(path: tuple[str, ...], config: GatewayConfig) -> str:
@@ -240,14 +256,29 @@ class LiveConfig:
     def current(self) -> GatewayConfig:
         return self._current
 
-    def patch(self, patch: dict[str, Any]) -> PatchOutcome:
-        """Validate `patch` in full, persist it, and say how it applies; PatchError changes nothing."""
+    def patch(self, patch: dict[str, Any], authorise: Callable[[], None] | None = None) -> PatchOutcome:
+        """Validate `patch` in full, persist it, and say how it applies; PatchError changes nothing.
+
+        Without `authorise` a patch touching a trust anchor raises TrustError before it is even
+        validated. With it (a signed document vouches for the patch), `authorise()` is called once
+        the patch is known to be valid and before anything is written; if it raises, nothing changes."""
         if self.path is None:
             raise PatchError("this gateway was started without a config file; config patches are unavailable")
         with self._lock:
-            document, new = validate_patch(self.path, patch)
+            before = read_document(self.path)
+            document = apply_patch(before, patch)
+            if authorise is None:
+                refuse_anchors(document_changes(before, document))
+            try:
+                new = parse_config(document, "patch")
+            except ConfigError as exc:
+                raise PatchError(str(exc)) from None
             old = self._current
             paths = changed_keys(old, new)
+            if authorise is None:
+                refuse_anchors(paths)  # also what defaults change, e.g. a whole section removed
+            else:
+                authorise()
             if not paths:
                 return PatchOutcome("none", old, old)
             restart_keys = needs_restart(old, paths)

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import stat
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -26,11 +25,6 @@ from pydantic import (
 
 from camera import parse_source_uri
 from edge.util.ociref import Reference
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10 (JetPack 6)
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +335,24 @@ class HomeAssistantConfig(_Strict):
         return v
 
 
+class TrustConfig(_Strict):
+    """The fleet root of trust, provisioned out of band (`edgectl trust init`, `edgectl init --trust-root`).
+
+    Without `root_key` no signed document is accepted: trust anchors (:mod:`edge.config.trust_keys`)
+    can then only be changed locally. `state_file` (root version, highest counter accepted) defaults
+    to ``<model.store>/../trust-state.json``, beside the model store (``StateDirectory``)."""
+
+    root_key: Path | None = None  # ed25519 public key (PEM) of the fleet root
+    state_file: Path | None = None
+
+    _paths = field_validator("root_key", "state_file")(classmethod(lambda cls, v: _check_path(v)))
+
+    @model_validator(mode="after")
+    def _files(self) -> TrustConfig:
+        _check_file(self.root_key, "root_key")
+        return self
+
+
 class GatewayConfig(_Strict):
     device_id: str
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -354,6 +366,7 @@ class GatewayConfig(_Strict):
     registry: RegistryConfig | None = None
     rollout: RolloutConfig = RolloutConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    trust: TrustConfig = TrustConfig()
 
     @field_validator("device_id")
     @classmethod
@@ -368,6 +381,11 @@ class GatewayConfig(_Strict):
         if dupes:
             raise ValueError(f"duplicate camera name(s) {dupes}; each camera needs its own name")
         return v
+
+    @property
+    def trust_state_file(self) -> Path:
+        """Where the trust state lives: `trust.state_file`, else beside the model store."""
+        return self.trust.state_file or self.model.store.parent / "trust-state.json"
 
     @model_validator(mode="after")
     def _registry_pins(self) -> GatewayConfig:

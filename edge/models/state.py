@@ -6,7 +6,14 @@
      "previous": {"version": 1, "digest": "sha256:…"}, "installed": {"1": "sha256:…", "2": "sha256:…"},
      "installing": null, "bad": {"sha256:…": "golden image red.png: top-1 2 != reference 0"},
      "validated": ["sha256:…"], "ref": null,
+     "highest": {"version": 2, "digest": "sha256:…"},
+     "rollback_allowed": {"sha256:…": {"version": 1, "expires": 1795712890.0, "counter": 7}},
      "last_error": null, "updated_at": 1795626490.1}
+
+``highest`` is the newest version this device ever validated: an older one (or another build of the
+same number) is refused unless ``rollback_allowed`` holds its digest, put there by a rollback
+document signed by the fleet root key (until it expires, and only until that version is switched
+in). See :func:`edge.rollout.policy.stale_version`.
 
 Writes go to a temp file in the same folder, are fsynced, renamed over the old file and the folder
 is fsynced: after a power cut the file is either the old or the new document, never a torn one.
@@ -76,6 +83,9 @@ class ModelState:
     bad: dict[str, str] = field(default_factory=dict)  # digest -> why it is never deployed automatically
     validated: list[str] = field(default_factory=list)  # digests that passed validation on this device
     ref: str | None = None  # the reference an operator deployed, followed instead of the configured one
+    highest_version: int | None = None  # the newest version ever validated here (rollback protection)
+    highest_digest: str | None = None
+    rollback_allowed: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> signed allowance
     last_error: str | None = None
     updated_at: float = 0.0
 
@@ -93,6 +103,8 @@ class ModelState:
             "bad": dict(self.bad),
             "validated": list(self.validated),
             "ref": self.ref,
+            "highest": pair(self.highest_version, self.highest_digest),
+            "rollback_allowed": {d: dict(a) for d, a in self.rollback_allowed.items()},
             "last_error": self.last_error,
             "updated_at": self.updated_at,
         }
@@ -101,6 +113,8 @@ class ModelState:
     def from_json(cls, doc: dict[str, Any]) -> ModelState:
         serving = doc.get("serving") or {}
         previous = doc.get("previous") or {}
+        highest = doc.get("highest") or {}
+        allowed = doc.get("rollback_allowed") or {}
         return cls(
             state=RolloutState.parse(doc.get("state")),
             serving_version=serving.get("version"),
@@ -112,6 +126,9 @@ class ModelState:
             bad={str(k): str(v) for k, v in (doc.get("bad") or {}).items()},
             validated=[str(d) for d in (doc.get("validated") or [])],
             ref=doc.get("ref") if isinstance(doc.get("ref"), str) else None,
+            highest_version=highest.get("version"),
+            highest_digest=highest.get("digest"),
+            rollback_allowed={str(d): dict(a) for d, a in allowed.items() if isinstance(a, dict)},
             last_error=doc.get("last_error"),
             updated_at=float(doc.get("updated_at") or 0.0),
         )
@@ -130,8 +147,16 @@ class ModelState:
             "previous": {"version": self.previous_version, "digest": self.previous_digest},
             "installed": sorted(self.installed),
             "bad": sorted(self.bad),
+            "highest": {"version": self.highest_version, "digest": self.highest_digest},
+            "rollback_allowed": sorted(self.rollback_allowed),
             "last_error": self.last_error,
         }
+
+    def accepted(self, version: int, digest: str) -> None:
+        """`version` passed validation: it raises the rollback floor and uses up its allowance."""
+        if self.highest_version is None or version > self.highest_version:
+            self.highest_version, self.highest_digest = version, digest
+        self.rollback_allowed.pop(digest, None)
 
 
 class StateStore:
@@ -185,6 +210,9 @@ def recover(state: ModelState, model_base: Path) -> ModelState:
     state.installed = {v: d for v, d in state.installed.items() if v in present}
     if state.previous_version is not None and state.previous_version not in present:
         state.previous_version = state.previous_digest = None
+    if state.highest_version is None and state.serving_version is not None:
+        # a state file from before rollback protection: what serves is the floor
+        state.highest_version, state.highest_digest = state.serving_version, state.serving_digest
     if state.state in INTERRUPTED:
         # Interrupted mid-rollout: what was serving (recorded) is what serves now.
         state.state = RolloutState.SERVING if state.serving_version is not None else RolloutState.IDLE

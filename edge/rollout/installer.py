@@ -4,7 +4,8 @@ The order of operations is what makes a power cut at any point harmless:
 
 1. ``pull_model`` downloads by digest (resumable) and verifies digest and signature, then
    safe-extracts into a new folder under ``<store>/<model>/.staging/``. Dot-folders are invisible
-   to the loader and to TF Serving (only numeric folders are versions).
+   to the loader and to TF Serving (only numeric folders are versions). A version older than one
+   already accepted is refused here (:func:`edge.rollout.policy.stale_version`), never moved in.
 2. Every file and folder of the extracted version is fsynced.
 3. The state records ``installing = {version, digest}`` (atomic state write).
 4. ``rename(.staging/<x>, <store>/<model>/<version>)`` — atomic within one filesystem — then the
@@ -20,15 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ModelInstallError
+from edge.errors import ModelInstallError, StaleVersionError
 from edge.models.artifact.pull import pull_model
 from edge.models.state import ModelState, StateStore
 from edge.models.store import is_version_dir, list_versions
+from edge.rollout.policy import stale_version
 from edge.util.fsutil import fsync_dir
 from edge.util.ociref import Reference
 
@@ -135,6 +138,9 @@ class ModelInstaller:
             raise ModelInstallError(f"artifact {pulled.digest[:19]} is model {pulled.name!r}; this device serves "
                                f"{self.model_name!r} (push it to this model's repository or fix [model].name)")
         version = int(pulled.version)
+        stale = stale_version(state, version, pulled.digest, time.time())
+        if stale is not None:
+            raise StaleVersionError(stale)
         target = self.model_base / str(version)
         known = state.installed.get(version)
         if target.exists() or (self.model_base / f"{version:08d}").exists():

@@ -31,7 +31,7 @@ from edge.errors import CandidateLoadError, RolloutError
 from edge.models.state import ModelState, RolloutState, StateStore
 from edge.models.store import ModelVersion, is_version_dir
 from edge.rollout.installer import ModelInstaller
-from edge.rollout.policy import Check, RolloutSettings, decide_check, install_failure
+from edge.rollout.policy import Check, RolloutSettings, decide_check, install_failure, stale_version
 from edge.rollout.switch import ServingPipeline, VersionSwitch
 from edge.rollout.validation import ValidationReport, validate
 from edge.rollout.watcher import Request, RequestKind, TagWatcher
@@ -111,6 +111,15 @@ class RolloutManager:
         target = self.watcher.parse_deploy_ref(ref) if ref is not None else None
         self.watcher.submit(RequestKind.DEPLOY, target)
         return {"queued": True, "ref": str(target or self.ref)}
+
+    def allow_rollback(self, version: int, digest: str, expires: float, counter: int) -> None:
+        """Record a signed rollback's allowance (persisted): `version` with `digest` may be installed
+        although newer versions were accepted, until `expires` or until it is switched in."""
+        with self._lock:
+            self.state.rollback_allowed[digest] = {"version": version, "expires": expires, "counter": counter}
+            self.state.bad.pop(digest, None)  # refused as stale before: it is wanted now
+            self.state_store.save(self.state)
+        self._publish()
 
     def rollback(self, wait_s: float = 120.0) -> dict[str, Any]:
         """Serve the previous version again (the current digest is marked bad); waits for the result."""
@@ -250,6 +259,11 @@ class RolloutManager:
             with self._lock:
                 self.state.bad.pop(digest, None)  # an operator asked for it explicitly: try once more
         version = decision.version
+        if version is not None:  # installed before (e.g. kept for rollback): still subject to freshness
+            stale = stale_version(self.state, version, digest, time.time())
+            if stale is not None:
+                self._install_failed(digest, stale, permanent=True)
+                return None
         if decision.action is Check.INSTALL:
             version = self._install(replace(ref, digest=digest), digest)
             if version is None:
@@ -316,6 +330,7 @@ class RolloutManager:
         with self._lock:
             if digest not in self.state.validated:
                 self.state.validated.append(digest)
+            self.state.accepted(version, digest)
         if bootstrap or self.pipeline is None:
             with self._lock:
                 self.state.serving_version, self.state.serving_digest = version, digest

@@ -13,6 +13,8 @@ here from plain values, so each rule can be tested alone:
   or the registry's (retried with backoff)?
 - :func:`judge_probation`: error rate and latency of the new version against the old one's
   -> keep watching, passed, or roll back with the reason;
+- :func:`stale_version`: is a version older than one this device already accepted (a rollback
+  attack from the registry or the broker), and does a signed rollback allow it?
 - :func:`baseline_latency_ms` and :func:`next_backoff`.
 """
 from __future__ import annotations
@@ -181,3 +183,27 @@ def install_failure(error: BaseException, digest_failures: int) -> InstallFailur
     if isinstance(error, (ArtifactError, ModelInstallError)):
         return InstallFailure(True, str(error))
     return InstallFailure(False, f"{type(error).__name__}: {error}", unexpected=True)
+
+
+def stale_version(state: ModelState, version: int, digest: str, now: float) -> str | None:
+    """Why `version` (`digest`) must not be installed or switched in, or None when it may.
+
+    Refused: a version below the highest this device ever validated, or another build of that same
+    version number, unless a rollback document signed by the fleet root key allowed exactly this
+    digest and version and has not expired. The automatic probation rollback and ``cmd/rollback``
+    go back to the previous version on disk without coming here: that version was accepted before
+    and is at most one step back (docs/threat-model.md)."""
+    highest, highest_digest = state.highest_version, state.highest_digest
+    if highest is None or version > highest or (version == highest and digest == highest_digest):
+        return None
+    allowed = state.rollback_allowed.get(digest)
+    if allowed is not None and allowed.get("version") == version and float(allowed.get("expires", 0)) > now:
+        return None
+    if allowed is not None and allowed.get("version") == version:
+        why = "its signed rollback document expired"
+    elif version == highest:
+        why = f"another build ({digest[:19]}) of version {highest} than the one accepted ({str(highest_digest)[:19]})"
+    else:
+        why = f"older than version {highest}, which this device already accepted"
+    return (f"rollback refused: version {version} is {why}; publish a new version number, or allow this one "
+            f"with a signed rollback document (`edgectl trust sign rollback --version {version} --digest {digest}`)")

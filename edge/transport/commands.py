@@ -12,7 +12,18 @@ command topics are ignored (a stale retained `deploy` must not fire on every rec
 
 Handlers run one at a time on the router's own worker thread (never on paho's network thread),
 behind a small bounded queue; a full queue is answered `busy`. Adding a command is one
-:meth:`CommandRouter.register` call with its handler and the payload keys it accepts.
+:meth:`CommandRouter.register` call with its handler, the payload keys it accepts and its
+:class:`Sensitivity`, which every registration must state:
+
+- ``read-only``: reports, changes nothing (``ping``, ``snapshot``);
+- ``operational``: changes how the device runs within what it already trusts (``config`` for keys
+  that are not trust anchors, ``restart-camera``, ``deploy`` from the configured registry,
+  ``rollback`` to the previous version on disk); whoever may publish to the device's command
+  topics (the broker's ACL) may send them;
+- ``sensitive``: changes whom the device trusts; the payload must carry ``{"signed": <document
+  signed by the fleet root key>}`` (refused here, before the handler runs, when it does not) and
+  the handler verifies it (:mod:`edge.util.trustroot`). ``config`` and ``rollback`` also take a
+  signed document for what goes beyond operational (trust anchors, an older model version).
 """
 from __future__ import annotations
 
@@ -26,12 +37,12 @@ from typing import Any, Protocol
 
 from edge.errors import CommandError, EdgeError
 from edge.transport.mqtt import InboundMessage, MessageCallback
+from edge.util.trustroot import SIGNED_KEY, Sensitivity
 
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-
 
 
 class CommandTransport(Protocol):
@@ -47,6 +58,7 @@ class Command:
     handler: Handler
     fields: dict[str, tuple[type, ...]]  # accepted keys -> accepted JSON types (all optional)
     required: frozenset[str] = frozenset()
+    sensitivity: Sensitivity = Sensitivity.SENSITIVE
 
 
 _JSON_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
@@ -65,9 +77,18 @@ class CommandRouter:
         self.rejected = 0
 
     def register(self, name: str, handler: Handler, fields: dict[str, type | tuple[type, ...]] | None = None,
-                 required: tuple[str, ...] = ()) -> None:
+                 required: tuple[str, ...] = (), *, sensitivity: Sensitivity) -> None:
+        """Route `cmd/<name>` to `handler`; a sensitive command always requires a signed document."""
         normal = {k: (v if isinstance(v, tuple) else (v,)) for k, v in (fields or {}).items()}
-        self._commands[name] = Command(name, handler, normal, frozenset(required))
+        needed = frozenset(required)
+        if sensitivity is Sensitivity.SENSITIVE:
+            normal[SIGNED_KEY] = (dict,)
+            needed |= {SIGNED_KEY}
+        self._commands[name] = Command(name, handler, normal, needed, sensitivity)
+
+    def classification(self) -> dict[str, str]:
+        """Each registered command's sensitivity (ping reports it; the docs list it)."""
+        return {name: command.sensitivity.value for name, command in sorted(self._commands.items())}
 
     def start(self) -> None:
         if self._thread is not None:
@@ -152,6 +173,9 @@ class CommandRouter:
         if unknown:
             accepted = ", ".join(sorted(command.fields)) or "none"
             raise CommandError(f"unknown key(s) {unknown} for {command.name} (accepted: {accepted})")
+        if command.sensitivity is Sensitivity.SENSITIVE and not isinstance(doc.get(SIGNED_KEY), dict):
+            raise CommandError(f"{command.name} is a sensitive command: its payload must be {{\"signed\": <a "
+                               "document signed by the fleet root key>}}; make one with `edgectl trust sign`")
         missing = sorted(command.required - set(doc))
         if missing:
             raise CommandError(f"{command.name} needs key(s) {missing}")

@@ -10,6 +10,11 @@ No TensorFlow here: the device side imports this to watch tags and download mode
   anonymously), cache it per repository and retry. ``401``/``403`` after that -> RegistryAuthError.
 - Content is verified: manifests fetched by digest and every blob are hashed (sha256) and a
   mismatch raises DigestMismatch. Blob downloads are resumable (``<dest>.part`` + ``Range``).
+- Bounded in size and time against a hostile or broken registry (TUF's endless-data and
+  slow-retrieval attacks): manifests and small blobs are read up to a limit, layers up to the size
+  their manifest declares; every request has ``timeout_s`` to connect and between bytes, and a body
+  must keep arriving at ``MIN_RATE_BYTES_PER_S`` or more (:mod:`edge.transport.bounded`), judged over each ``timeout_s``
+  window, so a registry that trickles a byte at a time cannot hold a download open forever.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from urllib.parse import urljoin
 import requests
 
 from edge.errors import DigestMismatch, RegistryAuthError, RegistryError, RegistryNotFound
+from edge.transport.bounded import READ_ERRORS, body_chunks, read_limited, short_reason
 from edge.util.fsutil import fsync_dir
 from edge.util.ociref import Reference, is_digest, sha256_digest
 
@@ -100,7 +106,7 @@ class RegistryClient:
             raise RegistryError(f"registry {self.registry}: TLS error ({exc.__class__.__name__}); pass a CA file "
                                 "(ca_file / --ca-file) or --insecure for a plain-http registry") from None
         except requests.exceptions.ConnectionError as exc:
-            raise RegistryError(f"cannot connect to registry {self.registry}: {_short_reason(exc)}") from None
+            raise RegistryError(f"cannot connect to registry {self.registry}: {short_reason(exc)}") from None
         except requests.exceptions.Timeout:
             raise RegistryError(f"registry {self.registry}: no answer within {self.timeout_s:g}s") from None
         except requests.exceptions.RequestException as exc:
@@ -121,7 +127,7 @@ class RegistryClient:
                 reply = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self.timeout_s)
             except requests.exceptions.RequestException as exc:
                 raise RegistryAuthError(f"registry {self.registry}: token server {params['realm']} "
-                                        f"unreachable: {_short_reason(exc)}") from None
+                                        f"unreachable: {short_reason(exc)}") from None
             if reply.status_code in (401, 403):
                 raise RegistryAuthError(f"registry {self.registry}: token server refused the credentials "
                                         f"({reply.status_code}); check username/password") from None
@@ -185,7 +191,7 @@ class RegistryClient:
         what = f"{repository}{'@' if is_digest(reference) else ':'}{reference}"
         response = self._request("GET", f"/v2/{repository}/manifests/{reference}", repository, what=what,
                                  headers={"Accept": MANIFEST_ACCEPT}, stream=True)
-        raw = _read_limited(response, MAX_MANIFEST_BYTES, f"manifest {what}")
+        raw = read_limited(response, MAX_MANIFEST_BYTES, f"manifest {what}", self.timeout_s)
         digest = sha256_digest(raw)
         expected = reference if is_digest(reference) else response.headers.get("Docker-Content-Digest")
         if expected and expected != digest:
@@ -239,7 +245,7 @@ class RegistryClient:
         """A small blob (config, signature) into memory, verified."""
         what = f"blob {repository}@{digest}"
         response = self._request("GET", f"/v2/{repository}/blobs/{digest}", repository, what=what, stream=True)
-        data = _read_limited(response, max_bytes, what)
+        data = read_limited(response, max_bytes, what, self.timeout_s)
         if sha256_digest(data) != digest:
             raise DigestMismatch(f"{what} from {self.registry} hashes to {sha256_digest(data)}")
         return data
@@ -284,7 +290,7 @@ class RegistryClient:
             done = offset
             with part.open("ab" if offset else "wb") as out, response:
                 try:
-                    for chunk in response.iter_content(CHUNK_BYTES):
+                    for chunk in body_chunks(response, CHUNK_BYTES, self.timeout_s, what):
                         done += len(chunk)
                         if expected_size is not None and done > expected_size:
                             raise RegistryError(f"{what}: registry sent more than the {expected_size} bytes announced")
@@ -292,10 +298,10 @@ class RegistryClient:
                         hasher.update(chunk)
                         if progress is not None:
                             progress(done, total)
-                except requests.exceptions.RequestException as exc:
+                except READ_ERRORS as exc:
                     out.flush()
                     raise RegistryError(f"{what}: download from {self.registry} interrupted at byte {done}: "
-                                        f"{_short_reason(exc)} (it resumes from there next time)") from None
+                                        f"{short_reason(exc)} (it resumes from there next time)") from None
                 out.flush()
                 os.fsync(out.fileno())
             total = done
@@ -354,22 +360,3 @@ class RegistryClient:
 
 def _with_digest(location: str, digest: str) -> str:
     return f"{location}{'&' if '?' in location else '?'}digest={digest}"
-
-
-def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
-    buf = bytearray()
-    with response:
-        for chunk in response.iter_content(64 << 10):
-            buf.extend(chunk)
-            if len(buf) > limit:
-                raise RegistryError(f"{what} is larger than {limit} bytes; refusing it")
-    return bytes(buf)
-
-
-def _short_reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out", "No route to host",
-                   "Temporary failure in name resolution"):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else exc.__class__.__name__

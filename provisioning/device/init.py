@@ -12,6 +12,9 @@ Files (under ``--root DIR`` when given, e.g. an image being built):
 - ``--tls``: ``/etc/edge/device.key`` (EC P-256, 0600, never leaves the device) and
   ``/etc/edge/device.csr`` (CN = device id) for the fleet CA; the config points at
   ``/etc/edge/ca.crt`` and ``/etc/edge/device.crt``, which ``edgectl cert install`` puts in place.
+- ``--trust-root PUB``: the fleet root public key (``edgectl trust init``) copied to
+  ``/etc/edge/fleet-root.pub`` and named in ``[trust] root_key``: the only way a fleet root
+  reaches a device is out of band, like this.
 Missing values are asked for when stdin is a terminal; otherwise they are errors (exit 2).
 """
 from __future__ import annotations
@@ -27,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from edge.config.loader import load_config, parse_config
-from edge.errors import ConfigError, InitError
+from edge.errors import ConfigError, InitError, KeyFileError
+from edge.models.artifact.signing import load_public_key
 from provisioning.pki.ca import common_name, is_valid_device_id, key_pem, make_csr, new_private_key, write_file
 
 logger = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ logger = logging.getLogger(__name__)
 ETC = Path("/etc/edge")
 CONFIG_NAME, DEVICE_ID_NAME = "gateway.toml", "device-id"
 KEY_NAME, CSR_NAME, CERT_NAME, CA_NAME = "device.key", "device.csr", "device.crt", "ca.crt"
+TRUST_ROOT_NAME = "fleet-root.pub"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = Path("/var/lib/edge/models")
 DEFAULT_SPOOL = Path("/var/lib/edge/spool.db")
@@ -131,6 +136,8 @@ def build_document(args: argparse.Namespace, password: str | None) -> dict[str, 
     doc["spool"] = {"path": str(DEFAULT_SPOOL)}
     if args.registry:
         doc["registry"] = {"ref": args.registry, **({"insecure": True} if args.registry_insecure else {})}
+    if args.trust_root:
+        doc["trust"] = {"root_key": str(ETC / TRUST_ROOT_NAME)}
     return doc
 
 
@@ -144,6 +151,7 @@ def validate(doc: dict[str, Any], tls: bool) -> None:
     if tls:
         for key in ("ca_file", "cert_file", "key_file"):
             check["mqtt"].pop(key, None)
+    check.pop("trust", None)  # written by init itself, after this check
     try:
         parse_config(check, "gateway.toml")
     except ConfigError as exc:
@@ -173,6 +181,7 @@ def run_init(args: argparse.Namespace) -> list[Path]:
     if sys.stdin.isatty() and not args.no_input:
         fill_interactively(args)
     password = read_password(args.password_file) if args.password_file else None
+    trust_root = read_trust_root(args.trust_root) if args.trust_root else None
     root = args.root
     config_path = under_root(root, ETC / CONFIG_NAME)
     if config_path.exists() and not args.force:
@@ -197,9 +206,21 @@ def run_init(args: argparse.Namespace) -> list[Path]:
         if args.ca_cert:
             install_ca_cert(args.ca_cert, etc / CA_NAME)
             written.append(etc / CA_NAME)
+    if trust_root is not None:
+        write_file(etc / TRUST_ROOT_NAME, trust_root, 0o644)
+        written.append(etc / TRUST_ROOT_NAME)
     write_file(etc / DEVICE_ID_NAME, f"{args.device_id}\n".encode(), 0o644)
     write_file(config_path, render_toml(doc).encode("utf-8"), 0o600 if password else 0o640)
     return written + [etc / DEVICE_ID_NAME, config_path]
+
+
+def read_trust_root(path: Path) -> bytes:
+    """The fleet root public key file, checked to be an ed25519 PEM public key."""
+    try:
+        load_public_key(path)
+    except KeyFileError as exc:
+        raise InitError(f"--trust-root: {exc} (use the fleet-root.pub from `edgectl trust init`)") from None
+    return Path(path).read_bytes()
 
 
 def install_ca_cert(source: Path, dest: Path) -> None:
@@ -291,6 +312,8 @@ def register(sub: Any) -> None:
     init.add_argument("--tls", action="store_true",
                       help="TLS client certificate: generate device.key (0600) and device.csr (CN = device id)")
     init.add_argument("--ca-cert", type=Path, help="with --tls: the fleet CA certificate to trust")
+    init.add_argument("--trust-root", type=Path, metavar="PUB",
+                      help="the fleet root public key (`edgectl trust init`): signed remote changes to trust anchors")
     init.add_argument("--no-input", action="store_true", help="never prompt, even on a terminal")
     init.add_argument("--force", action="store_true", help="replace an existing config (and device key)")
     init.set_defaults(handler=cmd_init)

@@ -3,7 +3,8 @@
 - ``fleet ls``: one row per device from the retained `status`, `health` and `model` topics.
 - ``fleet status DEVICE``: one device in detail (the same view as `edgectl status` on the box).
 - ``fleet watch [--device SEL] [--seconds N]``: a live table of results.
-- ``fleet cmd DEVICE NAME [JSON]``: any command, the reply printed as JSON.
+- ``fleet cmd DEVICE NAME [JSON | --signed FILE]``: any command, the reply printed as JSON;
+  ``--signed`` sends a document from ``edgectl trust sign`` as ``{"signed": ...}``.
 - ``fleet deploy REF --devices SEL``: a staged rollout (provisioning/fleet_rollout.py).
 
 Exit status: 0 done, 1 the operation failed (broker unreachable, no reply, error reply, unknown
@@ -16,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -77,7 +79,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def signed_payload(path: Path) -> bytes:
+    """A command payload ``{"signed": <document>}`` from a file `edgectl trust sign` wrote."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--signed {path}: not a readable JSON document ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"--signed {path}: must hold a signed document (a JSON object)")
+    return json.dumps(doc if set(doc) == {"signed"} else {"signed": doc}).encode()
+
+
 def cmd_cmd(args: argparse.Namespace) -> int:
+    if args.signed is not None:
+        if args.payload:
+            raise UsageError("give either a JSON payload or --signed FILE (the document carries the change)")
+        args.payload = signed_payload(args.signed).decode()
     payload = (args.payload or "{}").encode()
     try:
         doc = json.loads(payload)
@@ -165,8 +182,10 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="no live table; the last result per camera as JSON at the end")
     p = add("cmd", "send a command to a device and print the reply", cmd_cmd)
     p.add_argument("device")
-    p.add_argument("name", help="ping, config, snapshot, restart-camera, deploy, rollback")
+    p.add_argument("name", help="ping, config, snapshot, restart-camera, deploy, rollback, trust")
     p.add_argument("payload", nargs="?", help="JSON object (default {})")
+    p.add_argument("--signed", type=Path, metavar="FILE",
+                   help="send a document from `edgectl trust sign` as {\"signed\": ...} (config, rollback, trust)")
     p = add("deploy", "staged rollout of a model version to a set of devices", fleet_rollout.cmd_deploy)
     fleet_rollout.add_arguments(p)
     fleet.set_defaults(handler=lambda a: (fleet.print_help(sys.stderr), 2)[1])

@@ -10,7 +10,10 @@
   quiet period after the marker covers the stragglers). If the marker cannot be published (an
   ACL), collection ends after `idle_s` without messages. Everything is bounded by `timeout_s`.
 - :meth:`FleetClient.send` / :meth:`FleetClient.request`: MQTT 5 request/response with a Response
-  Topic private to this client (``edgectl/<client-id>/replies``) and random Correlation Data.
+  Topic private to this client under the device's own tree (``<prefix>/<device>/reply/<client-id>``)
+  and random Correlation Data. Under the broker ACL of ``edgectl broker device-acl`` a device may
+  publish only below ``<prefix>/<device>/``, so that is where its replies must go; another device
+  cannot write there, so it cannot forge them.
 
 Only standard MQTT 5 is used, so the same code runs against a broker cluster (EMQX, HiveMQ,
 VerneMQ). Shared subscriptions are not used for reading state: the MQTT 5 spec sends no
@@ -62,7 +65,7 @@ class FleetClient:
     def __init__(self, options: BrokerOptions, client_id: str | None = None) -> None:
         self.options = options
         self.client_id = client_id or f"edgectl-{uuid.uuid4().hex[:12]}"
-        self.reply_topic = f"edgectl/{self.client_id}/replies"
+        self.reply_filter = f"{options.prefix}/+/reply/{self.client_id}"
         self.marker_topic = f"edgectl/{self.client_id}/marker"
         try:
             self.host, self.port, tls = parse_broker_url(options.url)
@@ -82,7 +85,7 @@ class FleetClient:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.message_callback_add(self.reply_topic, self._on_reply)
+        client.message_callback_add(self.reply_filter, self._on_reply)
         self._client = client
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -105,7 +108,7 @@ class FleetClient:
             self.close()
             raise FleetError(self._connect_error or f"broker {self.host}:{self.port} did not accept the "
                              f"connection within {timeout_s:g}s")
-        self.subscribe(self.reply_topic, lambda *a: None)
+        self.subscribe(self.reply_filter, lambda *a: None)
         return self
 
     def close(self) -> None:
@@ -187,7 +190,7 @@ class FleetClient:
         correlation = uuid.uuid4().bytes
         props = Properties(PacketTypes.PUBLISH)
         if respond:
-            props.ResponseTopic = self.reply_topic
+            props.ResponseTopic = self.topic(device, "reply", self.client_id)
             props.CorrelationData = correlation
         props.ContentType = "application/json"
         info = self._client.publish(self.topic(device, "cmd", command), payload, qos=1, properties=props)

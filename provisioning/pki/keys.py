@@ -41,20 +41,22 @@ def _write(path: Path, data: bytes, mode: int, force: bool) -> None:
         os.fsync(f.fileno())
 
 
-def generate_keys(out: Path, *, force: bool = False) -> str:
-    """Write ``signing.key`` (0600) and ``signing.pub`` (0644) into ``out``; returns the key id."""
+def generate_keys(out: Path, *, force: bool = False, name: str = "signing") -> str:
+    """Write ``<name>.key`` (0600) and ``<name>.pub`` (0644) into ``out`` (``signing.key`` and
+    ``signing.pub`` by default); returns the key id."""
     out = Path(out)
-    for name in (PRIVATE_NAME, PUBLIC_NAME):
-        if (out / name).exists() and not force:
-            raise KeyGenError(f"{out / name} already exists; pass --force to replace the key pair")
+    private_name, public_name = f"{name}.key", f"{name}.pub"
+    for file_name in (private_name, public_name):
+        if (out / file_name).exists() and not force:
+            raise KeyGenError(f"{out / file_name} already exists; pass --force to replace the key pair")
     out.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write(out / PRIVATE_NAME, private_pem, 0o600, force)
-    _write(out / PUBLIC_NAME, public_pem, 0o644, force)
+    _write(out / private_name, private_pem, 0o600, force)
+    _write(out / public_name, public_pem, 0o644, force)
     kid = key_id(key.public_key())
     logger.info("generated ed25519 key %s in %s", kid, out)
     return kid

@@ -48,7 +48,8 @@ def test_ping_live_patches_snapshot_restart_camera_and_bad_requests(command_gate
     assert result["device"] == DEVICE and result["model"] == {"name": "colour", "version": 2}
     assert result["uptime_s"] > 0 and result["state"] in ("ok", "degraded")
     assert camera(result, "red-cam")["fps"] == 10 and camera(result, "green-cam")["size"] == [128, 96]
-    assert set(result["commands"]) == {"ping", "config", "snapshot", "restart-camera"}
+    assert set(result["commands"]) == {"ping", "config", "snapshot", "restart-camera", "trust"}
+    assert result["command_sensitivity"]["trust"] == "sensitive" and result["trust"]["root"] is None
 
     # snapshot: a JPEG of the camera's (configured) size with the top label drawn and reported
     snap = req.request("snapshot", b'{"camera": "green-cam"}')

@@ -2,8 +2,9 @@
 
 gate-01..03 serve the colour model from the registry. gate-03 overrides the model's preprocessing
 (`[model.preprocess] color = "BGR"`), so any version with golden images fails validation there;
-it starts from the golden-less variant (`require_golden = false`). A rollout of v2 (canary gate-01,
-then one device per wave) HALTS at gate-03 and rolls gate-01 and gate-02 back to v1: exit 1. A
+it starts from the golden-less variant (`require_golden = false`), version 6. A rollout of v2 (canary
+gate-01, then one device per wave) HALTS at gate-03, which refuses v2 as older than the v6 it accepted
+(rollback protection), and rolls gate-01 and gate-02 back to v1: exit 1. A
 rollout of v3 to gate-01,gate-02 completes: exit 0. Also `fleet ls`, `cmd`, `watch` on live devices.
 """
 from __future__ import annotations
@@ -76,7 +77,8 @@ def test_staged_rollout_halts_and_rolls_back_then_completes(
     assert {w["device"] for w in watched} == {"gate-01", "gate-02"}
     assert all(w["last"]["top_k"][0]["label"] == "red" and w["count"] >= 1 for w in watched)
 
-    # v2: canary gate-01 ok, gate-02 ok, gate-03 fails validation -> halt, roll back gate-01 and gate-02
+    # v2: canary gate-01 ok, gate-02 ok, gate-03 refuses it (it serves v6: rollback protection) -> halt,
+    # roll back gate-01 and gate-02
     code = main(["fleet", "deploy", f"{registry.address}/models/colour:2", "--devices", "gate-*", *broker,
                  "--canary", "30%", "--wave-size", "1", "--max-failures", "0%", "--timeout", "180",
                  "--registry-insecure", "--width", "200"])
@@ -85,7 +87,7 @@ def test_staged_rollout_halts_and_rolls_back_then_completes(
     lines = out.out.splitlines()
     assert any(line.startswith("canary: gate-01") for line in lines)
     assert "HALT: 1 failure(s), more than the 0 allowed" in out.out
-    assert "gate-03: failed:" in out.out and "top-1" in out.out
+    assert "gate-03: failed:" in out.out and "rollback refused" in out.out
     assert "gate-01: rolled back to v1" in out.out and "gate-02: rolled back to v1" in out.out
     assert "rollout NOT completed: 1 failed, 2 rolled-back" in out.out
     for device, version in (("gate-01", 1), ("gate-02", 1), ("gate-03", 6)):

@@ -3,6 +3,7 @@ docker-registry (validation on golden images alone: test_rollout_validation.py).
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,19 @@ def test_rollout_state_machine(tmp_path: Path, registry, colour_packages) -> Non
         assert manager.state.serving_version == 2 and "cannot resolve" in manager.state.last_error
         registry.start()
 
-        # 6. An explicit deploy of good1's digest (installed, validated before) + manual rollback.
+        # 6. An explicit deploy of good1's digest (installed, validated before): older than v3, which was
+        #    accepted (validated) before its probation failed, so rollback protection refuses it...
         failing_versions.clear()
         manager.deploy(f"{channel.registry}/{channel.repository}@{digests['good1']}")
+        wait_until(lambda: any("rollback refused: version 1 is older than version 3" in e["reason"]
+                               for n, e in rec.events if n == "model_install_failed"), 60)
+        assert manager.state.serving_version == 2 and digests["good1"] in manager.state.bad
+        # ... until a signed rollback document allows it (what `rollback {"signed": ...}` records); then a
+        #    manual rollback goes back to the previous version on disk, no signature needed.
+        manager.allow_rollback(1, digests["good1"], time.time() + 600, counter=1)
+        manager.deploy(f"{channel.registry}/{channel.repository}@{digests['good1']}")
         wait_until(lambda: rec.last("model_switched")["version"] == 1, 60)
+        assert manager.state.rollback_allowed == {} and manager.state.highest_version == 3
         result = manager.rollback()
         assert result == {"version": 2, "digest": digests["good2"], "from_version": 1}
         assert pipeline.classifier.info.version == 2 and digests["good1"] in manager.state.bad

@@ -12,6 +12,7 @@ from edge.transport.commands import CommandRouter
 from edge.transport.mqtt import MqttSettings
 from edge.transport.outbox import MqttReporter
 from edge.transport.spool import Spool
+from edge.util.trustroot import Sensitivity
 from tests.support.mqtt import Requester
 from tests.support.waits import wait_until
 
@@ -31,8 +32,9 @@ def router_and_calls(mosquitto, tmp_path: Path):
         return {"queued": True, "ref": payload.get("ref", "configured")}
 
     router = CommandRouter(reporter)
-    router.register("deploy", deploy, {"ref": str})
-    router.register("rollback", lambda p: calls.append(("rollback", p)) or {"version": 1}, {})
+    router.register("deploy", deploy, {"ref": str}, sensitivity=Sensitivity.OPERATIONAL)
+    router.register("rollback", lambda p: calls.append(("rollback", p)) or {"version": 1}, {},
+                    sensitivity=Sensitivity.OPERATIONAL)
     router.start()
     reporter.start()
     assert reporter.wait_connected(20)
