@@ -2,7 +2,9 @@
 (nothing written), rollback protection rules, and commands classified by sensitivity."""
 from __future__ import annotations
 
+import ast
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,27 @@ def test_docs_list_every_trust_anchor() -> None:
     listed = {cell.strip("`") for line in section.splitlines() if line.startswith("| `")
               for cell in line.split("|")[1].replace(",", " ").split()}
     assert listed == set(anchor_keys())
+
+
+def test_every_test_the_threat_model_names_exists() -> None:
+    """Each boundary row of docs/threat-model.md names tests (`file::test`, or `::test` in the file
+    named before it on the row): they must exist, so the page cannot point at tests that are gone."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "threat-model.md").read_text()
+    rows = [line for line in text.split("## Boundaries and their tests", 1)[1].split("### Not defended", 1)[0]
+            .splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    assert len(rows) >= 18
+    named = 0
+    for row in rows:
+        current = None
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py)?::\w+)`", row.split("|")[-2]):
+            path, _, name = ref.partition("::")
+            current = path or current
+            assert current is not None, row
+            tree = ast.parse((root / current).read_text())
+            assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, f"{current}::{name}"
+            named += 1
+    assert named >= 30
 
 
 def test_classification_of_changed_paths() -> None:
