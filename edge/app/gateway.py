@@ -40,6 +40,7 @@ from edge.models.state import RolloutState
 from edge.serving.base import Classifier
 from edge.transport.commands import CommandRouter
 from edge.transport.homeassistant import HomeAssistantDiscovery
+from edge.transport.mqtt import Availability
 from edge.transport.outbox import MqttReporter
 from edge.transport.spool import Spool
 from edge.util.trustroot import TrustRoot
@@ -286,7 +287,8 @@ class Gateway:
         if self.publisher is not None:
             self.publisher.stop(5.0)
         self.reporter.stop(flush_timeout_s=3.0,
-                           final_status="restarting" if self.exit_status == EXIT_RESTART else "stopped")
+                           final_status=Availability.RESTARTING if self.exit_status == EXIT_RESTART
+                           else Availability.STOPPED)
         self.spool.close()
         if self.pipeline is not None:
             self.pipeline.classifier.close()

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 logger = logging.getLogger(__name__)
+
+
+class Availability(str, Enum):
+    """The retained payload of `<prefix>/<device>/status`."""
+
+    ONLINE = "online"  # sent on every connect
+    OFFLINE = "offline"  # the last will: the broker sends it when the gateway dies or loses the network
+    STOPPED = "stopped"  # a clean shutdown
+    RESTARTING = "restarting"  # a clean shutdown the gateway asked for (exit 75; systemd starts it again)
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ class MqttConnection:
             )
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
-        client.will_set(will_topic, b"offline", qos=1, retain=True)
+        client.will_set(will_topic, Availability.OFFLINE.value.encode(), qos=1, retain=True)
         client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]  # paho sleeps fractional seconds fine
         client.max_inflight_messages_set(max(1, settings.max_inflight))
         client.max_queued_messages_set(0)  # the reporter bounds what it hands over

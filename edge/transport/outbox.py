@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge.errors import SpoolError
-from edge.transport.mqtt import InboundMessage, MessageCallback, MqttConnection, MqttSettings
+from edge.transport.mqtt import Availability, InboundMessage, MessageCallback, MqttConnection, MqttSettings
 from edge.transport.spool import OutgoingMessage, Spool, SpooledMessage
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class MqttReporter:
     def wait_connected(self, timeout_s: float) -> bool:
         return self._conn.connected.wait(timeout_s)
 
-    def stop(self, flush_timeout_s: float = 3.0, final_status: str = "stopped") -> None:
+    def stop(self, flush_timeout_s: float = 3.0, final_status: Availability = Availability.STOPPED) -> None:
         """Publish retained `final_status` (`stopped`, or `restarting` before a restart the gateway
         asked for), let the backlog drain for up to `flush_timeout_s`, disconnect."""
         if not self._started:
@@ -163,7 +163,8 @@ class MqttReporter:
         deadline = time.monotonic() + flush_timeout_s
         stopped_info = None
         if self._conn.connected.is_set():
-            stopped_info = self._conn.publish(self.topic("status"), final_status.encode(), qos=1, retain=True)
+            stopped_info = self._conn.publish(self.topic("status"), Availability(final_status).value.encode(), qos=1,
+                                              retain=True)
         while time.monotonic() < deadline and self._conn.connected.is_set():
             if not self._inflight and self.spool.depth() == 0 and (stopped_info is None or stopped_info.is_published()):
                 break
@@ -199,7 +200,7 @@ class MqttReporter:
     # -- paho network thread: record and wake, nothing else ------------------------------------
 
     def _paho_connected(self, session_present: bool, receive_maximum: int) -> None:
-        self._conn.publish(self.topic("status"), b"online", qos=1, retain=True)
+        self._conn.publish(self.topic("status"), Availability.ONLINE.value.encode(), qos=1, retain=True)
         self._push_paho_event("connected", session_present, receive_maximum, time.monotonic())
 
     def _push_paho_event(self, *event: Any) -> None:

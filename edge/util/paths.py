@@ -11,8 +11,6 @@ DISTRIBUTION = "edge-gateway"  # the name on PyPI and of the Debian package
 
 def version() -> str:
     """The installed distribution's version ("unknown" in a bare source checkout)."""
-    from importlib.metadata import PackageNotFoundError  # stdlib; the build loads this
-    from importlib.metadata import version as dist_version
 
     try:
         return dist_version(DISTRIBUTION)
