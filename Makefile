@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
-APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2
+APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2 chromium fonts-dejavu-core
+# promtool (tests check /metrics with it), unpacked from Debian's prometheus package: no service, no users
+PROMTOOL := build/tools/prometheus/usr/bin/promtool
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv demo demo-assets lint test test-fast bench chaos clean
+.PHONY: help system-deps venv demo demo-assets lint test test-fast bench chaos clean promtool
 
 help:
 	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
@@ -59,15 +61,23 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: system-deps venv lint
+$(PROMTOOL):
+	@mkdir -p build/tools && rm -rf build/tools/prometheus build/tools/prometheus_*.deb
+	cd build/tools && (apt-get download prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get download prometheus >/dev/null))
+	dpkg-deb -x build/tools/prometheus_*.deb build/tools/prometheus && rm -f build/tools/prometheus_*.deb
+
+promtool: $(PROMTOOL)
+
+test: system-deps venv lint promtool
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: system-deps venv lint
+test-fast: system-deps venv lint promtool
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 bench: system-deps venv demo-assets
 	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
 	$(BIN)/python bench/model_server.py --assets $(DEMO_DIR)
+	$(BIN)/python bench/console.py --assets $(DEMO_DIR)
 
 chaos: system-deps venv
 	$(BIN)/python -m tests.chaos.run --minutes 15

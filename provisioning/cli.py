@@ -13,8 +13,9 @@ from edge.config.loader import load_config
 from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
 from edge.util.paths import DEFAULT_CONFIG_PATH
 from provisioning import model as model_cli
-from provisioning.device import doctor, init, install, status
+from provisioning.device import console, doctor, init, install, status
 from provisioning.fleet import cli as fleet
+from provisioning.fleet import snapshot
 from provisioning.pki import broker, ca, keys, trust
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     status.register(sub)
     fleet.register(sub)
+    snapshot.register(sub)
+    console.register(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.pki",
     "tests.fixtures.systemd",
+    "tests.fixtures.browser",
 ]
 
 TESTS = Path(__file__).resolve().parent

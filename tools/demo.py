@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -23,10 +24,20 @@ from rich.table import Table
 from tools.loopback import free_port, start_mosquitto, stop_pid
 
 DEVICE = "demo-box"
+DEFAULT_CONSOLE_PORT = 8080
 PREFIX = "edge"
 
 
-def write_gateway_config(run_dir: Path, assets: Path, port: int) -> Path:
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def write_gateway_config(run_dir: Path, assets: Path, port: int, console_port: int) -> Path:
     config = run_dir / "gateway.toml"
     config.write_text(
         f"""device_id = "{DEVICE}"
@@ -58,6 +69,12 @@ max_mb = 64
 
 [health]
 interval_s = 2
+status_file = "{(run_dir / 'status.json').resolve()}"
+
+[console]
+enabled = true
+port = {console_port}
+live_fps = 5
 """,
         encoding="utf-8",
     )
@@ -122,6 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", "60")))
     parser.add_argument("--assets", type=Path, default=Path("build/demo"))
+    parser.add_argument("--console-port", type=int, default=DEFAULT_CONSOLE_PORT,
+                        help=f"the console's port on 127.0.0.1 (default {DEFAULT_CONSOLE_PORT}; a free one if taken)")
     args = parser.parse_args()
     console = Console()
     run_dir = args.assets / "run"
@@ -137,12 +156,15 @@ def main() -> int:
         client.connect("127.0.0.1", port)
         client.subscribe(f"{PREFIX}/{DEVICE}/#", qos=1)
         client.loop_start()
-        config = write_gateway_config(run_dir, args.assets, port)
+        console_port = args.console_port if port_is_free(args.console_port) else free_port()
+        config = write_gateway_config(run_dir, args.assets, port, console_port)
         gateway_bin = Path(sys.executable).with_name("edge-gateway")
         log = open(run_dir / "gateway.log", "wb")
         gateway = subprocess.Popen([str(gateway_bin), "run", "--config", str(config)], stdout=log, stderr=log)
         console.print(f"broker 127.0.0.1:{port} (pid {broker.pid}), gateway pid {gateway.pid}, "
                       f"log {run_dir / 'gateway.log'}; loading the model…")
+        console.print(f"console: [bold]http://127.0.0.1:{console_port}/[/bold] (open it in a browser: live view, "
+                      "status, plots; /metrics for Prometheus)", soft_wrap=True)
         deadline = time.monotonic() + args.seconds
         with Live(view.table(args.seconds), console=console, refresh_per_second=4) as live:
             while time.monotonic() < deadline:

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from camera.live import LiveCamera
+from edge.app.console_sources import console_settings, console_sources
 from edge.app.model_updates import ModelUpdates
 from edge.app.wiring import camera_settings, discovery_settings, load_classifier, mqtt_settings
 from edge.config.patch import LiveConfig, PatchOutcome
 from edge.config.schema import GatewayConfig
 from edge.device.commands import DeviceCommands, DeviceContext, DeviceStatus
+from edge.device.console.service import Console
 from edge.device.health import HealthInputs, HealthMonitor
 from edge.device.status_file import write_status
 from edge.device.systemd import Supervisor, SystemdNotifier, pipeline_progress
@@ -56,6 +58,7 @@ class Gateway:
         self.exit_status = 0
         self.stop_requested = threading.Event()
         self.health = HealthMonitor(config.device_id)
+        self.console: Console | None = None  # emit() feeds it: set before any part can emit
         try:
             config.spool.path.parent.mkdir(parents=True, exist_ok=True)
             self.spool = Spool(config.spool.path, max_bytes=int(config.spool.max_mb * 1048576), sync=config.spool.sync)
@@ -86,6 +89,11 @@ class Gateway:
         self.homeassistant: HomeAssistantDiscovery | None = None
         if config.homeassistant.enabled:
             self.homeassistant = HomeAssistantDiscovery(discovery_settings(config), self.reporter)
+        if config.console.enabled:
+            self.console = Console(console_settings(config), console_sources(
+                config, self.cameras, self.snapshots, health=self.health_snapshot,
+                status_state=lambda: self.device_status().state, pipeline=lambda: self.pipeline,
+                publisher=lambda: self.publisher, mqtt_stats=self.reporter.stats, model=self._model_health))
         self.notifier = SystemdNotifier()  # a no-op unless started by systemd (NOTIFY_SOCKET)
         self.supervisor: Supervisor | None = None
         self._status_file_error: str | None = None
@@ -105,12 +113,16 @@ class Gateway:
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
         """An event: logged, and spooled for `events` (a full disk must not take the caller's thread down)."""
         logger.info("event %s %s", kind, payload)
+        if self.console is not None:
+            self.console.record_event(kind, payload)
         try:
             self.reporter.publish_event(kind, dict(payload))
         except Exception as exc:
             logger.error("could not spool event %s: %s", kind, exc)
 
     def start(self) -> None:
+        if self.console is not None:  # first: an address that cannot be had stops the start cleanly
+            self.console.start()
         self.reporter.start()
         if self.homeassistant is not None:
             self.homeassistant.start()
@@ -124,10 +136,13 @@ class Gateway:
                 self.classifier = load_classifier(self.config)
         except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
             self.commands.stop(1.0)
+            if self.console is not None:
+                self.console.stop()
             self.reporter.stop(flush_timeout_s=1.0)
             raise StartupError(str(exc)) from None
         config = self.config
-        self.publisher = ResultPublisher(self.reporter, config.device_id, k=config.model.top_k,
+        sink = self.reporter if self.console is None else self.console.wrap_sink(self.reporter)
+        self.publisher = ResultPublisher(sink, config.device_id, k=config.model.top_k,
                                          on_change_only=config.results.publish == "on_change",
                                          min_score=config.results.min_score)
         batcher = FrameBatcher(self.cameras, self.frame_ready, config.serving.max_batch_size,
@@ -149,6 +164,8 @@ class Gateway:
     def _deliver(self, batch: ClassifiedBatch) -> None:
         """The pipeline's output: remembered for snapshots, then handed to the publisher."""
         self.snapshots.record(batch)
+        if self.console is not None:
+            self.console.observe_batch(len(batch.items), batch.inference_ms)
         assert self.publisher is not None
         self.publisher.submit(batch)
 
@@ -272,6 +289,8 @@ class Gateway:
         """Stop cameras, classify nothing more, spool what is queued, tell the broker `stopped`."""
         logger.info("shutting down")
         self.notifier.stopping()
+        if self.console is not None:
+            self.console.stop()
         if self.supervisor is not None:
             self.supervisor.stop()
         stoppers = [threading.Thread(target=c.stop, args=(3.0,), daemon=True) for c in self.cameras]

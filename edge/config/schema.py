@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from camera import parse_source_uri
+from edge.config.console import ConsoleConfig
 from edge.util.ociref import Reference
 
 logger = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ class GatewayConfig(_Strict):
     rollout: RolloutConfig = RolloutConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     trust: TrustConfig = TrustConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @field_validator("device_id")
     @classmethod

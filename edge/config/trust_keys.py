@@ -86,6 +86,9 @@ KEYS: dict[str, KeyRule] = {
     "homeassistant.discovery_prefix": _RESTART,
     "trust.root_key": _anchor("the fleet root key itself (rotate it with a signed root-rotation document)"),
     "trust.state_file": _anchor("the counters that refuse replayed documents"),
+    **{f"console.{k}": _anchor("who can reach the console: camera images and the device's state")
+       for k in ("enabled", "bind", "tls_cert", "tls_key", "token", "password_hash")},
+    **{f"console.{k}": _RESTART for k in ("port", "live_fps", "max_connections", "request_timeout_s")},
 }
 
 

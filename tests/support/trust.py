@@ -43,6 +43,12 @@ ATTACK_VALUES: dict[str, Any] = {
     "spool.path": "/tmp/evil/spool.db",
     "trust.root_key": "/tmp/evil/fleet-root.pub",
     "trust.state_file": "/tmp/evil/trust-state.json",
+    "console.enabled": True,
+    "console.bind": "0.0.0.0",
+    "console.tls_cert": "/etc/edge/device.crt",  # the device's own MQTT identity, already on the box
+    "console.tls_key": "/etc/edge/device.key",
+    "console.token": "evil-token-0123456789",
+    "console.password_hash": "scrypt$16384$8$1$ZXZpbHNhbHQ=$ZXZpbGV2aWxldmlsZXZpbGV2aWw=",
 }
 
 ISSUE_19_PATCH = {"patch": {"registry": {"public_key": None, "ref": "evil.example:5000/m:stable", "insecure": True}}}

@@ -1,0 +1,89 @@
+"""/metrics of the real gateway: promtool accepts it, its values agree with health, and live-view JPEGs
+are encoded only while someone asks for them, at most `live_fps` per camera."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.config import render_config
+from tests.support.console import console_section, get, metric_values
+from tests.support.mqtt import payloads
+from tests.support.net import free_port, wait_for_port
+from tests.support.promtool import check_metrics
+from tests.support.waits import wait_until
+
+pytestmark = pytest.mark.slow
+
+DEVICE = "gw-metrics"
+
+
+def value(metrics: dict, metric: str, **labels: str) -> float:
+    return metrics[(metric, tuple(sorted(labels.items())))]
+
+
+def between(low: float, got: float, high: float) -> bool:
+    return low <= got <= high
+
+
+def test_metrics_pass_promtool_and_agree_with_health(mosquitto, mqtt_recorder, gateway_factory, colour_model_store,
+                                                     colour_cameras, promtool: Path, tmp_path: Path) -> None:
+    port = free_port()
+    text = render_config(DEVICE, colour_cameras, colour_model_store, "colour", mosquitto.url, tmp_path / "spool.db",
+                         extra_sections=console_section(port, live_fps=2))
+    recorder = mqtt_recorder(mosquitto, f"edge/{DEVICE}/results/#")
+    gw = gateway_factory("metrics", text).start()
+    wait_for_port(port, timeout_s=120)
+    wait_until(lambda: len(payloads(recorder, f"edge/{DEVICE}/results/+")) >= 20, 180, message="results")
+    base = f"http://127.0.0.1:{port}"
+
+    exposition = get(base + "/metrics")
+    assert exposition.status_code == 200
+    assert exposition.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    status, said = check_metrics(promtool, exposition.content)
+    assert status == 0 and said.strip() == "", said
+
+    # health before, metrics, health after (the status cache lasts 1 s): every counter in between
+    before = get(base + "/api/status").json()["health"]
+    metrics = metric_values(get(base + "/metrics").text)
+    time.sleep(1.2)
+    after = get(base + "/api/status").json()["health"]
+    for cam_before, cam_after in zip(before["cameras"], after["cameras"]):
+        name = cam_before["name"]
+        for key in ("frames_read", "frames_processed", "frames_skipped", "reconnects"):
+            got = value(metrics, f"edge_camera_{key}_total", camera=name)
+            assert between(cam_before[key], got, cam_after[key]), (name, key, cam_before[key], got, cam_after[key])
+        assert value(metrics, "edge_camera_up", camera=name) == 1.0 and cam_after["state"] == "online"
+    assert between(before["inference"]["frames_classified"], value(metrics, "edge_inference_frames_total"),
+                   after["inference"]["frames_classified"])
+    assert between(before["inference"]["batches"], value(metrics, "edge_inference_duration_seconds_count"),
+                   after["inference"]["batches"])
+    assert between(before["inference"]["batches"], value(metrics, "edge_inference_batch_size_count"),
+                   after["inference"]["batches"])
+    assert between(before["results"]["published"], value(metrics, "edge_results_published_total"),
+                   after["results"]["published"])
+    assert between(before["results"]["published"], value(metrics, "edge_capture_to_publish_seconds_count"),
+                   after["results"]["published"])
+    assert value(metrics, "edge_mqtt_connected") == 1.0 and after["mqtt"]["connected"] is True
+    assert value(metrics, "edge_spool_dropped_total") == after["spool"]["dropped"] == 0
+    assert value(metrics, "edge_spool_max_bytes") == after["spool"]["max_bytes"]
+    model = after["model"]
+    assert value(metrics, "edge_model_info", name="colour", version=str(model["version"]),
+                 runtime=str(model["runtime"])) == 1.0
+    assert value(metrics, "edge_model_version", name="colour") == model["version"]
+    assert value(metrics, "process_resident_memory_bytes") > 10 * 1048576
+
+    # nobody watching: nothing encoded
+    encodes = value(metric_values(get(base + "/metrics").text), "edge_console_jpeg_encodes_total")
+    time.sleep(2.0)
+    assert value(metric_values(get(base + "/metrics").text), "edge_console_jpeg_encodes_total") == encodes
+    # many requests within ~1 s: at most live_fps (2) encodes per camera and kind, plus the first
+    started = time.monotonic()
+    for _ in range(40):
+        for camera in ("red-cam", "green-cam"):
+            assert get(f"{base}/api/{camera}/latest.jpg?annotated=1").status_code == 200
+    elapsed = time.monotonic() - started
+    grown = value(metric_values(get(base + "/metrics").text), "edge_console_jpeg_encodes_total") - encodes
+    assert 2 <= grown <= 2 * (2 * elapsed + 1), (grown, elapsed)
+    assert gw.terminate() == 0
