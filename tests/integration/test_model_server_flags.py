@@ -50,7 +50,6 @@ def test_bad_flags(argv, words):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--model_base_path=/a", "--model_config_file=/b"], "cannot both be set"),
     ([], "--model_base_path or --model_config_file is required"),
     (["--model_base_path=/a", "--batching_parameters_file=/b"], "without setting --enable_batching"),
     (["--model_base_path=/a", "--rest_api_port=8500"], "cannot be same as --port"),
@@ -68,18 +67,31 @@ def test_unknown_flag_exits_2_with_one_line():
     assert len(lines) == 1 and "unknown flag --rest_api_prot (did you mean --rest_api_port?)" in lines[0]
 
 
+def test_config_file_wins_over_model_base_path():
+    """TF Serving ignores --model_name/--model_base_path when --model_config_file is set."""
+    flags = parse_flags(["--model_base_path=/a", "--model_config_file=/b"])
+    validate(flags)
+    assert flags.model_config_file == "/b"
+
+
 def test_bad_model_config_file_exits_2_with_parse_error():
-    result = run_model_server([f"--model_config_file={TFSERVING_TESTDATA / 'bad_model_config.txt'}"])
+    """As tensorflow_model_server: protobuf's parse line (line:col) on stderr, main.cc's
+    `Failed to start server` line naming the file on stdout."""
+    path = TFSERVING_TESTDATA / "bad_model_config.txt"
+    result = run_model_server([f"--model_config_file={path}"])
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "bad_model_config.txt" in lines[0], result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:"), result.stderr
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{path}'" in result.stdout
 
 
 def test_bad_batching_file_exits_2(tmp_path):
     bad = tmp_path / "batching.txt"
     bad.write_text("max_batch_size { value: }")
     result = run_model_server(["--model_base_path=/m", "--enable_batching", f"--batching_parameters_file={bad}"])
-    assert result.returncode == 2 and "batching.txt" in result.stderr
+    assert result.returncode == 2
+    assert "Error parsing text-format tensorflow.serving.BatchingParameters: 1:25: Expected integer" in result.stderr
+    assert f"Invalid protobuf file: '{bad}'" in result.stdout
 
 
 def test_help_and_version():

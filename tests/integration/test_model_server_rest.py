@@ -117,7 +117,7 @@ def test_classify_and_regress(server):
     ("POST", "/v1/models/default:predict", {"instances": ["a"]}, 400, "is not of expected type: float"),
     ("POST", "/v1/models/default:predict", {"x": 1}, 400, "Missing 'inputs' or 'instances' key"),
     ("POST", "/v1/models/default:classify", {"examples": [{"x": 1.0}]}, 400,
-     "Expected classification signature method_name"),
+     "No classification inputs found in SignatureDef"),
     ("POST", "/v1/models/default:regress", {"signature_name": "regress_x_to_y"}, 400, "key 'examples' is expected"),
     ("GET", "/v1/models/default:predict", None, 400, "Malformed request"),
     ("PUT", "/v1/models/default", None, 400, "Malformed request"),
