@@ -85,7 +85,8 @@ def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) 
     if version is None:
         version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads,
-                              runtime=config.serving.runtime, interpreters=config.serving.interpreters)
+                              runtime=config.serving.runtime, interpreters=config.serving.interpreters,
+                              precision=config.serving.precision)
 
 
 def load_candidate(config: GatewayConfig, version: ModelVersion) -> Classifier:

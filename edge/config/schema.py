@@ -177,8 +177,11 @@ class ServingConfig(_Strict):
     threads: int = Field(default=0, ge=0, le=256, description="runtime threads (LiteRT: per interpreter), 0 = auto")
     # embedded LiteRT: interpreters side by side, one inference thread each; 0 = one per core, at most 4
     interpreters: int = Field(default=0, ge=0, le=64)
-    # embedded backend: which runtime runs the model; "auto" converts to LiteRT, verifies and times it
-    runtime: Literal["auto", "tensorflow", "litert"] = "auto"
+    # embedded backend: which runtime runs the model; "auto" converts to LiteRT and OpenVINO (and int8 where the
+    # version allows it), verifies and times them
+    runtime: Literal["auto", "tensorflow", "litert", "openvino"] = "auto"
+    # "fp32" never tries reduced-precision (int8) candidates, even when the version declares a rule for them
+    precision: Literal["auto", "fp32"] = "auto"
     # tfserving backend: where TF Serving (or edge-model-server) listens, and how to talk to it
     target: str = "127.0.0.1:8500"
     timeout_ms: float = Field(default=5000.0, gt=0, le=600_000)

@@ -63,7 +63,7 @@ KEYS: dict[str, KeyRule] = {
     "model.top_k": _LIVE,
     **{f"model.preprocess.{k}": _RESTART for k in ("color", "resize", "mean", "std")},
     **{f"serving.{k}": _RESTART for k in ("backend", "max_batch_size", "max_wait_ms", "threads", "interpreters",
-                                          "runtime", "timeout_ms", "send", "jpeg_quality")},
+                                          "runtime", "precision", "timeout_ms", "send", "jpeg_quality")},
     "serving.target": _anchor("camera frames are sent there and its answers become the results"),
     **{f"mqtt.{k}": _anchor(_BROKER) for k in ("url", "client_id", "username", "password", "ca_file", "cert_file",
                                                "key_file", "topic_prefix", "allow_plaintext_password")},

@@ -139,6 +139,10 @@ class RolloutManager:
             doc["probation_left_s"] = round(max(0.0, probation.ends - time.monotonic()), 1) if probation else None
             doc["checks"] = self.checks
             doc["check_failures"] = self.check_failures
+            pipeline = self.switch.pipeline
+        backend = pipeline.classifier.health() if pipeline is not None else {}
+        doc["runtime"] = backend.get("runtime")  # which runtime and precision serve (embedded: runtime selection)
+        doc["precision"] = backend.get("precision")
         return doc
 
     def bootstrap(self, stop: threading.Event, on_wait: Callable[[str], None] | None = None) -> Classifier | None:

@@ -1,9 +1,11 @@
-"""The embedded backend: the model runs inside the gateway process, with TensorFlow or LiteRT.
+"""The embedded backend: the model runs inside the gateway process, with TensorFlow, LiteRT or OpenVINO.
 
-``runtime="auto"`` (config ``serving.runtime``) lets :mod:`edge.serving.runtime_selection` pick the
-fastest runtime that reproduces the version's golden outputs, and caches the decision beside the
-version; ``"litert"`` prefers LiteRT whenever a LiteRT model passes; ``"tensorflow"`` forces TensorFlow.
-TensorFlow is imported only to convert, to measure, or to serve: a cached LiteRT choice never imports it."""
+``runtime="auto"`` (config ``serving.runtime``) lets :mod:`edge.serving.selection` pick the
+fastest runtime and precision that reproduce the version's golden outputs, and caches the decision
+beside the version; ``"litert"``/``"openvino"`` prefer that runtime whenever one of its candidates
+passes; ``"tensorflow"`` forces TensorFlow. ``precision="fp32"`` (``serving.precision``) never tries
+int8. TensorFlow is imported only to convert, to measure, or to serve: a cached LiteRT or OpenVINO
+choice never imports it."""
 
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from edge.errors import ClassifierError
 from edge.models.metadata import PreprocessSpec, read_version_metadata
 from edge.models.store import ModelVersion
 from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput, softmax
-from edge.serving.litert import LiteRTClassifier, LiteRTModel, pool_shape
+from edge.serving.candidates import load_served
+from edge.serving.litert import LiteRTModel, pool_shape
 from edge.serving.savedmodel import SavedModelRunner, SignatureInfo
 from edge.serving.selection import (
     DEFAULT_TOLERANCE,
+    PRECISIONS,
     RUNTIMES,
     SHIPPED_FILE,
     Selection,
@@ -93,6 +97,7 @@ class EmbeddedClassifier(ClassifierBase):
         runtime: str = "auto",
         isolate_selection: bool | None = None,
         interpreters: int = 0,
+        precision: str = "auto",
     ) -> None:
         """``isolate_selection``: convert and time in a child process, so that this process imports
         TensorFlow only if TensorFlow ends up serving. None = isolate when TensorFlow is not imported yet.
@@ -100,22 +105,24 @@ class EmbeddedClassifier(ClassifierBase):
         the runtime is chosen by timing one interpreter on ``threads`` (0: all cores) against TensorFlow."""
         if runtime not in RUNTIMES:
             raise ClassifierError(f"serving.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ClassifierError(f"serving.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.runner: SavedModelRunner | None = None
-        self._litert: Any = None
+        self._served: Any = None
         self._lock = threading.Lock()
         path = Path(version.path)
         metadata = read_version_metadata(path, preprocess_override)
         own_preprocess = read_version_metadata(path).preprocess  # golden outputs were made with these
         selection: Selection | None = None
         info: ClassifierInfo | None = None
-        key = cache_key(path, runtime, threads, DEFAULT_TOLERANCE) if runtime != "tensorflow" else None
+        key = cache_key(path, runtime, threads, DEFAULT_TOLERANCE, precision) if runtime != "tensorflow" else None
         if key is not None:
             selection = load_cached(path, key)
             if selection is None and (path / "saved_model.pb").is_file() and (
                     isolate_selection if isolate_selection is not None else "tensorflow" not in sys.modules):
-                selection = select_in_subprocess(path, version, runtime, threads, key)
-            if selection is not None and selection.runtime == "litert":
-                info = self._litert_from_cache(version, metadata, selection, threads, interpreters)
+                selection = select_in_subprocess(path, version, runtime, threads, key, precision)
+            if selection is not None and selection.runtime != "tensorflow":
+                info = self._served_from_cache(version, metadata, selection, threads, interpreters)
                 if info is None:
                     selection = None
         if info is None and ((path / "saved_model.pb").is_file() or runtime == "tensorflow"):
@@ -130,8 +137,8 @@ class EmbeddedClassifier(ClassifierBase):
                                       reason="serving.runtime = tensorflow", verified_on="not checked (forced)")
             elif selection is None:
                 self.info = info
-                selection, self._litert = select(path, info, self._tf_classify, preprocess=own_preprocess,
-                                                 requested=runtime, threads=threads)
+                selection, self._served = select(path, info, self._tf_classify, preprocess=own_preprocess,
+                                                 requested=runtime, threads=threads, precision=precision)
                 assert key is not None
                 save_cache(path, key, selection)
         elif info is None:  # a LiteRT-only version folder (model.tflite, no SavedModel)
@@ -140,47 +147,47 @@ class EmbeddedClassifier(ClassifierBase):
             info = ClassifierInfo(model_name=version.name, version=version.version, image_input=probe.image_input(),
                                   output_name=probe.output_name, metadata=metadata, runtime="litert")
             probe.close()
-            selection, self._litert = select(path, info, None, preprocess=own_preprocess, requested=runtime,
-                                             threads=threads)
+            selection, self._served = select(path, info, None, preprocess=own_preprocess, requested=runtime,
+                                             threads=threads, precision=precision)
             if key is not None:
                 save_cache(path, key, selection)
         assert selection is not None and info is not None
-        if self._litert is not None:
+        if self._served is not None:
             self.runner = None  # the TensorFlow model's memory goes; the library stays imported
-            self._litert = self._serving_pool(self._litert, interpreters, threads)
+            self._served = self._serving_pool(self._served, interpreters, threads)
         self.info = replace(info, runtime=selection.runtime)
         self.selection: dict[str, Any] = selection.as_dict()
         self._log_selection(selection)
         self._warm_up()
 
-    def _litert_from_cache(self, version: ModelVersion, metadata: Any, selection: Selection,
+    def _served_from_cache(self, version: ModelVersion, metadata: Any, selection: Selection,
                            threads: int, interpreters: int) -> ClassifierInfo | None:
-        """Serve the cached LiteRT model without importing TensorFlow; None if it cannot load."""
+        """Serve the cached LiteRT/OpenVINO model without importing TensorFlow; None if it cannot load."""
         try:
             sig = selection.signature
             height, width, channels = sig["input"]["shape"]
             info = ClassifierInfo(model_name=version.name, version=version.version,
                                   image_input=ImageInput(sig["input"]["name"], sig["input"]["dtype"],
                                                          int(height), int(width), int(channels)),
-                                  output_name=sig["output"], metadata=metadata, runtime="litert")
+                                  output_name=sig["output"], metadata=metadata, runtime=selection.runtime)
             count, each = pool_shape(interpreters, threads)  # built in its serving shape: no reshaping
-            self._litert = LiteRTClassifier(Path(selection.model_file or ""), info, threads=each, interpreters=count)
+            self._served = load_served(selection.runtime, Path(selection.model_file or ""), info, each, count)
             return info
         except Exception as exc:  # a damaged cache must never stop a version from loading
-            logger.warning("cached LiteRT model %s unusable (%s); selecting the runtime again",
-                           selection.model_file, exc)
-            self._litert = None
+            logger.warning("cached %s model %s unusable (%s); selecting the runtime again",
+                           selection.runtime, selection.model_file, exc)
+            self._served = None
             return None
 
     @staticmethod
     def _serving_pool(litert: Any, interpreters: int, threads: int) -> Any:
-        """The LiteRT classifier reshaped into the serving pool (the timed one has one interpreter)."""
+        """The LiteRT/OpenVINO classifier reshaped into the serving pool (the timed one has one interpreter)."""
         count, each = pool_shape(interpreters, threads)
         if (count, each) == (litert.concurrency, litert.threads):
             return litert
         pooled = litert.pooled(count, each)
         litert.close()
-        logger.info("LiteRT serves with %d interpreter(s) of %d thread(s) each", count, each)
+        logger.info("%s serves with %d interpreter(s) of %d thread(s) each", type(litert).__name__, count, each)
         return pooled
 
     def _log_selection(self, selection: Selection) -> None:
@@ -189,8 +196,8 @@ class EmbeddedClassifier(ClassifierBase):
             + (f" {r.img_per_s:.1f} img/s" if r.img_per_s else "")
             + (f" (max diff {r.max_abs_diff:.2g})" if r.max_abs_diff is not None else "")
             for k, r in selection.candidates.items())
-        logger.info("model %s version %s runtime %s%s: %s%s", self.info.model_name, self.info.version,
-                    selection.candidate, " (cached decision)" if selection.cached else "", selection.reason,
+        logger.info("model %s version %s runtime %s (%s)%s: %s%s", self.info.model_name, self.info.version,
+                    selection.candidate, selection.precision, " (cached decision)" if selection.cached else "", selection.reason,
                     f" [{timings}]" if timings else "")
 
     def _tf_classify(self, batch: np.ndarray) -> np.ndarray:
@@ -208,8 +215,8 @@ class EmbeddedClassifier(ClassifierBase):
         """Run one batch so the first real frame does not pay graph tracing and allocation."""
         shape = (1, self.info.image_input.height, self.info.image_input.width, self.info.image_input.channels)
         zeros = np.zeros(shape, dtype=self.info.image_input.dtype)
-        if self._litert is not None:
-            self._litert.warm_up(zeros)
+        if self._served is not None:
+            self._served.warm_up(zeros)
         scores = self.classify(zeros)
         labels = self.info.metadata.labels
         if labels and scores.shape[-1] != len(labels):
@@ -227,26 +234,27 @@ class EmbeddedClassifier(ClassifierBase):
     def preferred_batch_size(self) -> int | None:
         """A hint for the pipeline: LiteRT runs one image per invoke (batches add latency, no
         throughput); TensorFlow gains from batches (None: use serving.max_batch_size)."""
-        return 1 if self._litert is not None else None
+        return 1 if self._served is not None else None
 
     @property
     def concurrency(self) -> int:
         """classify() calls that may run at once: one per LiteRT interpreter; TensorFlow: 1."""
-        return self._litert.concurrency if self._litert is not None else 1
+        return self._served.concurrency if self._served is not None else 1
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
-        litert = self._litert
+        litert = self._served
         scores: np.ndarray = litert.classify(batch) if litert is not None else self._tf_classify(batch)
         return scores
 
     def health(self) -> dict[str, Any]:
-        doc = {"backend": "embedded", "state": "ok", "runtime": self.info.runtime, "selection": self.selection}
-        if self._litert is not None:
-            doc["interpreters"] = self._litert.concurrency
-            doc["threads_per_interpreter"] = self._litert.threads
+        doc = {"backend": "embedded", "state": "ok", "runtime": self.info.runtime,
+               "precision": self.selection.get("precision", "fp32"), "selection": self.selection}
+        if self._served is not None:
+            doc["interpreters"] = self._served.concurrency
+            doc["threads_per_interpreter"] = self._served.threads
         return doc
 
     def close(self) -> None:
-        if self._litert is not None:
-            self._litert.close()
+        if self._served is not None:
+            self._served.close()
         self.runner = None

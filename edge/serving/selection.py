@@ -1,26 +1,30 @@
 """Which runtime serves a model version in-process: measured, verified, cached.
 
-When the embedded backend first loads a version it builds LiteRT candidates (the SavedModel converted
-with ``tf.lite.TFLiteConverter``, and a ``model.tflite`` shipped inside the version folder, if any),
-checks each one against the version's golden images (``assets.extra/golden``, via
-:mod:`edge.models.golden`) -- or, without golden images, against TensorFlow's own outputs on a
-deterministic set of synthetic images -- and times every runtime that passed on the same inputs,
-interleaved, median of a few rounds. The fastest one that passed serves; TensorFlow is the fallback.
+When the embedded backend first loads a version it builds the runtime candidates of
+:mod:`edge.serving.candidates` (LiteRT fp32 converted or shipped, OpenVINO fp32 shipped or converted,
+calibrated int8 LiteRT where the version allows it), checks each one against the version's golden
+images (``assets.extra/golden``, via :mod:`edge.models.golden`) -- or, without golden images, against
+TensorFlow's own outputs on a deterministic set of synthetic images -- and times every runtime that
+passed on the same inputs, interleaved, median of a few rounds. The fastest one that passed serves;
+TensorFlow is the fallback.
 
-A candidate passes when, on every image: the outputs are finite, the top-1 class is the reference's
-(on synthetic images a class tied with the reference's top-1 within the tolerance also counts) and
-``max |score - reference| <= tolerance`` (scores after edge.json's activation, as ``classify`` returns
-them).
+A float candidate passes when, on every image: the outputs are finite, the top-1 class is the
+reference's (on synthetic images a class tied with the reference's top-1 within the tolerance also
+counts) and ``max |score - reference| <= tolerance`` (scores after edge.json's activation, as
+``classify`` returns them). A reduced-precision (int8) candidate passes the rule its version declares
+in edge.json (``acceptance.int8``: tolerance, top-1 margin, minimum top-1 agreement) through the same
+:func:`edge.models.golden.compare_scores`; the measured top-1 agreement is recorded for every candidate.
 
-The converted model and the decision are cached beside the version, never inside it (a version folder
+The converted models and the decision are cached beside the version, never inside it (a version folder
 is content-addressed by its registry digest and may be served by TF Serving)::
 
-    <store>/<model>/.edge-cache/<version>/litert.tflite
+    <store>/<model>/.edge-cache/<version>/{litert.tflite,litert-int8.tflite,openvino.xml,openvino.bin}
     <store>/<model>/.edge-cache/<version>/selection.json
 
-keyed by a fingerprint of the version folder's files, the thread count and the runtimes' package
-versions. A restart with a valid cache neither converts nor times again, and when the cached choice
-is LiteRT, TensorFlow is not imported at all. Nothing here imports TensorFlow at module level.
+keyed by a fingerprint of the version folder's files, the thread count, the precision setting, the
+runtimes' package versions and the CPU's features. A restart with a valid cache neither converts nor
+times again, and when the cached choice is not TensorFlow, TensorFlow is not imported at all. Nothing
+here imports TensorFlow at module level.
 """
 from __future__ import annotations
 
@@ -31,7 +35,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -40,21 +43,32 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ClassifierError
+from edge.models.metadata import Acceptance
 from edge.models.store import ModelVersion
 from edge.serving.base import ClassifierInfo
-from edge.serving.litert import LiteRTClassifier, default_threads, litert_available
-from edge.serving.selection_checks import Classify, build_reference, check_outputs, time_runtimes
+from edge.serving.candidates import (
+    CACHE_DIR,
+    CONVERTED_FILE,
+    SHIPPED_FILE,
+    Served,
+    cache_dir,
+    calibration_inputs,
+    candidates,
+    convert_saved_model,
+)
+from edge.serving.litert import default_threads, litert_available
+from edge.serving.openvino import cpu_signature, openvino_version
+from edge.serving.selection_checks import Classify, build_reference, check_outputs, describe_rule, time_runtimes
 from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "tensorflow", "litert")
-CACHE_DIR = ".edge-cache"
+RUNTIMES = ("auto", "tensorflow", "litert", "openvino")
+PRECISIONS = ("auto", "fp32")  # serving.precision: auto lets a version's declared int8 rule admit int8
 SELECTION_FILE = "selection.json"
-CONVERTED_FILE = "litert.tflite"
-SHIPPED_FILE = "model.tflite"
-FORMAT = 1
+FORMAT = 2
 DEFAULT_TOLERANCE = 1e-3
+__all__ = ["CACHE_DIR", "CONVERTED_FILE", "SHIPPED_FILE", "cache_dir", "convert_saved_model"]
 
 
 @dataclass
@@ -64,12 +78,16 @@ class CandidateResult:
     img_per_s_batch1: float | None = None
     max_abs_diff: float | None = None
     error: str | None = None
-    source: str | None = None  # "savedmodel", "converted", "shipped"
+    source: str | None = None  # "savedmodel", "converted", "shipped", "calibrated"
+    runtime: str | None = None  # "tensorflow" | "litert" | "openvino"
+    precision: str | None = None  # "fp32" | "int8" | "shipped"
+    top1_agreement: float | None = None  # share of reference images whose top-1 it reproduced
+    rule: str | None = None  # the acceptance rule it was checked with
 
 
 @dataclass
 class Selection:
-    runtime: str  # "tensorflow" | "litert"
+    runtime: str  # "tensorflow" | "litert" | "openvino"
     candidate: str  # key of ``candidates`` that serves
     reason: str
     requested: str
@@ -82,6 +100,8 @@ class Selection:
     model_file: str | None = None  # the .tflite that serves (LiteRT)
     model_sha256: str | None = None  # of model_file, checked before a cached model serves
     selected_at: float | None = None
+    precision: str = "fp32"  # of the candidate that serves: "fp32" | "int8" | "shipped"
+    calibration: str | None = None  # int8: what it was calibrated on
 
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -96,12 +116,6 @@ class Selection:
 
 
 # ----------------------------------------------------------------------------- cache
-def cache_dir(version_dir: Path) -> Path:
-    """``<store>/<model>/.edge-cache/<version>``: beside the version folder, never inside it."""
-    version_dir = Path(version_dir)
-    return version_dir.parent / CACHE_DIR / version_dir.name
-
-
 def fingerprint(version_dir: Path) -> str:
     """sha256 over every file of the version folder (relative path and content)."""
     digest = hashlib.sha256()
@@ -132,11 +146,13 @@ def _package_version(*names: str) -> str | None:
     return None
 
 
-def cache_key(version_dir: Path, requested: str, threads: int, tolerance: float) -> dict[str, Any]:
+def cache_key(version_dir: Path, requested: str, threads: int, tolerance: float,
+              precision: str = "auto") -> dict[str, Any]:
     """What a cached decision depends on; any change means select again."""
     return {"format": FORMAT, "fingerprint": fingerprint(version_dir), "requested": requested,
-            "threads": default_threads(threads),
+            "threads": default_threads(threads), "precision": precision,
             "tolerance": tolerance, "ai_edge_litert": _package_version("ai-edge-litert"),
+            "openvino": openvino_version(), "cpu": cpu_signature(),
             "tensorflow": _package_version("tensorflow", "tensorflow-cpu")}
 
 
@@ -179,47 +195,16 @@ def save_cache(version_dir: Path, key: dict[str, Any], selection: Selection) -> 
         logger.warning("cannot cache the runtime selection in %s: %s", folder, exc)
 
 
-# ----------------------------------------------------------------------------- conversion
-def convert_saved_model(version_dir: Path) -> bytes:
-    """The SavedModel's serving_default as a float32 LiteRT flatbuffer (builtin ops only, input dtype kept).
-
-    No quantization (outputs must match TensorFlow's); builtin ops only, because the Flex delegate
-    needs TensorFlow at run time, which is what LiteRT is here to avoid. Tests replace this function.
-    """
-    import tensorflow as tf  # heavy (~550 MB, 2.5 s): only when TensorFlow runs a model
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(version_dir), signature_keys=["serving_default"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.optimizations = []
-    flatbuffer: bytes = converter.convert()
-    return flatbuffer
-
-
 # ----------------------------------------------------------------------------- decision
-def _litert_candidates(version_dir: Path, convert: bool) -> list[tuple[str, str, Callable[[], bytes | Path]]]:
-    """(name, source, loader) of every LiteRT candidate of the version."""
-    found: list[tuple[str, str, Callable[[], bytes | Path]]] = []
-    if convert:
-        found.append(("litert", "converted", lambda: _convert_and_store(version_dir)))
-    shipped = Path(version_dir) / SHIPPED_FILE
-    if shipped.is_file():
-        found.append(("litert_shipped", "shipped", lambda: shipped))
-    return found
-
-
-def _convert_and_store(version_dir: Path) -> bytes | Path:
-    started = time.perf_counter()
-    data = convert_saved_model(version_dir)
-    logger.info("%s: converted to LiteRT in %.1fs (%.1f MB)", version_dir, time.perf_counter() - started,
-                len(data) / 1e6)
-    target = cache_dir(version_dir) / CONVERTED_FILE
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, data, mode=0o644)
-        return target
-    except OSError as exc:
-        logger.warning("cannot cache the converted model in %s: %s (kept in memory)", target.parent, exc)
-        return data
+def _int8_gate(ref_kind: str, precision: str, rule: Acceptance | None) -> str | None:
+    """Why int8 is not tried for this version (None: it is)."""
+    if precision == "fp32":
+        return "serving.precision = fp32"
+    if rule is None:
+        return "the version declares no int8 acceptance rule (edge.json acceptance.int8)"
+    if ref_kind != "golden":
+        return "int8 needs golden images to calibrate and verify on"
+    return None
 
 
 def select(
@@ -231,14 +216,15 @@ def select(
     requested: str = "auto",
     threads: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
-) -> tuple[Selection, LiteRTClassifier | None]:
-    """Build, verify and time the candidates; returns the decision and the LiteRT classifier that
-    serves (None when TensorFlow serves). ``tf_classify`` is None for a version without SavedModel."""
+    precision: str = "auto",
+) -> tuple[Selection, Served | None]:
+    """Build, verify and time the candidates; returns the decision and the classifier that serves
+    (None when TensorFlow serves). ``tf_classify`` is None for a version without SavedModel."""
     version_dir = Path(version_dir)
     ref, note = build_reference(version_dir, info, preprocess)
     results: dict[str, CandidateResult] = {}
     runners: dict[str, Classify] = {}
-    built: dict[str, tuple[LiteRTClassifier, str | None]] = {}
+    built: dict[str, tuple[Served, Path | None]] = {}
     if tf_classify is not None:
         tf_out = np.asarray(tf_classify(ref.inputs), dtype=np.float32)
         if ref.scores is None:  # synthetic images: TensorFlow is the reference
@@ -247,8 +233,10 @@ def select(
             results["tensorflow"] = CandidateResult(ok=finite, max_abs_diff=0.0, source="savedmodel",
                                                     error=None if finite else "non-finite outputs (NaN/Inf)")
         else:
-            diff, err = check_outputs(ref, tf_out, tolerance)
-            results["tensorflow"] = CandidateResult(ok=err is None, max_abs_diff=diff, error=err, source="savedmodel")
+            diff, err, agree = check_outputs(ref, tf_out, tolerance)
+            results["tensorflow"] = CandidateResult(ok=err is None, max_abs_diff=diff, error=err, source="savedmodel",
+                                                    top1_agreement=agree)
+        results["tensorflow"].runtime, results["tensorflow"].precision = "tensorflow", "fp32"
         runners["tensorflow"] = tf_classify
     if ref.kind == "golden":
         verified_on = f"golden: {len(ref.names)} images"
@@ -258,48 +246,66 @@ def select(
         verified_on = "none: no golden images and no SavedModel to compare with"
     if note:
         verified_on += f"; {note}"
+    int8_rule = info.metadata.rule_for("int8")
+    int8_skipped = _int8_gate(ref.kind, precision, int8_rule)
+    calibrated: list[str] = []
 
-    if litert_available():
-        for name, source, load in _litert_candidates(version_dir, convert=tf_classify is not None):
-            try:
-                model = load()
-                classifier = LiteRTClassifier(model, info, threads=threads)
-                out = classifier.classify(ref.inputs)
-            except Exception as exc:  # conversion errors, corrupt flatbuffers, wrong shapes...
-                results[name] = CandidateResult(ok=False, error=f"{type(exc).__name__}: {exc}"[:500], source=source)
-                continue
-            if ref.scores is None:
-                finite = bool(np.all(np.isfinite(out)))
-                diff, err = None, None if finite else "non-finite outputs (NaN/Inf)"
-            else:
-                diff, err = check_outputs(ref, out, tolerance)
-            results[name] = CandidateResult(ok=err is None, max_abs_diff=diff, error=err, source=source)
-            if err is None:
-                built[name] = (classifier, str(model) if isinstance(model, Path) else None)
-                runners[name] = classifier.classify
-            else:
-                classifier.close()
-    else:
-        results["litert"] = CandidateResult(ok=False, error="ai_edge_litert is not installed", source="converted")
+    def int8_inputs() -> np.ndarray:
+        inputs, frames = calibration_inputs(version_dir, info, preprocess, ref.inputs)
+        calibrated.append(f"{len(ref.names)} golden images, mirrored, and {frames} camera frames")
+        return inputs
+
+    found = [c for c in candidates(version_dir, info, has_savedmodel=tf_classify is not None, threads=threads,
+                                   int8_inputs=int8_inputs if int8_skipped is None else None)
+             if requested not in ("litert", "openvino") or c.runtime == requested]
+    for cand in found:
+        rule = int8_rule if cand.precision == "int8" else None
+        result = CandidateResult(ok=False, source=cand.source, runtime=cand.runtime, precision=cand.precision,
+                                 rule=describe_rule(tolerance, rule))
+        results[cand.name] = result
+        try:
+            classifier, model_file = cand.build()
+            out = classifier.classify(ref.inputs)
+        except Exception as exc:  # conversion errors, corrupt files, wrong shapes, missing kernels...
+            result.error = f"{type(exc).__name__}: {exc}"[:500]
+            continue
+        if ref.scores is None:
+            finite = bool(np.all(np.isfinite(out)))
+            err = None if finite else "non-finite outputs (NaN/Inf)"
+        else:
+            result.max_abs_diff, err, result.top1_agreement = check_outputs(ref, out, tolerance, rule)
+        result.ok, result.error = err is None, err
+        if err is None:
+            built[cand.name] = (classifier, model_file)
+            runners[cand.name] = classifier.classify
+        else:
+            classifier.close()
+    if not litert_available():
+        results["litert"] = CandidateResult(ok=False, error="ai_edge_litert is not installed", source="converted",
+                                            runtime="litert", precision="fp32")
 
     for name, (img_s, img_s1) in time_runtimes(runners, ref.inputs).items():
         results[name].img_per_s = round(img_s, 2)
         results[name].img_per_s_batch1 = round(img_s1, 2)
 
     passing = [k for k, r in results.items() if r.ok]
-    pool = [k for k in passing if k != "tensorflow"] if requested == "litert" else passing
+    pool = [k for k in passing if results[k].runtime == requested] if requested in ("litert", "openvino") else passing
     refused = "; ".join(f"{k} refused: {r.error}" for k, r in results.items() if not r.ok)
+    if int8_skipped and litert_available() and tf_classify is not None:
+        refused += ("; " if refused else "") + f"int8 not tried: {int8_skipped}"
     if pool:
         best = max(pool, key=lambda k: results[k].img_per_s or 0.0)
         others = ", ".join(f"{k} {results[k].img_per_s:.1f}" for k in pool if k != best)
         reason = (f"{best} is the fastest runtime that passed verification ({verified_on.split(';')[0]}): "
                   f"{results[best].img_per_s:.1f} img/s" + (f" vs {others}" if others else ""))
-        if requested == "litert":
-            reason = f"serving.runtime = litert; {reason}"
+        if requested in ("litert", "openvino"):
+            reason = f"serving.runtime = {requested}; {reason}"
     elif tf_classify is not None:
         best = "tensorflow"
-        reason = ("serving.runtime = litert but no LiteRT candidate passed verification; TensorFlow serves"
-                  if requested == "litert" else "no faster runtime passed verification; TensorFlow serves")
+        shown = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(requested)
+        reason = (f"serving.runtime = {requested} but no {shown} candidate passed verification; TensorFlow "
+                  "serves" if shown else
+                  "no faster runtime passed verification; TensorFlow serves")
         if not results["tensorflow"].ok:
             reason += " (TensorFlow itself does not reproduce the reference: validation decides)"
     else:
@@ -311,21 +317,21 @@ def select(
             classifier.close()
     chosen = built.get(best)
     selection = Selection(
-        runtime="tensorflow" if best == "tensorflow" else "litert", candidate=best, reason=reason,
+        runtime=results[best].runtime or "tensorflow", candidate=best, reason=reason,
         requested=requested, verified_on=verified_on, candidates=results,
         signature={"input": {"name": info.image_input.name, "dtype": info.image_input.dtype,
                              "shape": [info.image_input.height, info.image_input.width, info.image_input.channels]},
                    "output": info.output_name},
-        model_file=chosen[1] if chosen else None, selected_at=time.time())
+        model_file=str(chosen[1]) if chosen and chosen[1] else None, selected_at=time.time(),
+        precision=results[best].precision or "fp32",
+        calibration=calibrated[0] if calibrated and results[best].precision == "int8" else None)
     if selection.model_file:
         selection.model_sha256 = file_sha256(Path(selection.model_file))
     return selection, chosen[0] if chosen else None
 
-
-
 # ----------------------------------------------------------------------------- isolation
 def select_in_subprocess(version_dir: Path, version: ModelVersion, requested: str, threads: int,
-                         key: dict[str, Any]) -> Selection | None:
+                         key: dict[str, Any], precision: str = "auto") -> Selection | None:
     """Run the selection in a child process (which writes the cache) and read its decision.
 
     TensorFlow's ~550 MB stay in the child; None (select in-process) when the child fails or the
@@ -335,7 +341,8 @@ def select_in_subprocess(version_dir: Path, version: ModelVersion, requested: st
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "edge.serving.selection_worker", str(version_dir), "--name", version.name,
-           "--version", str(version.version), "--runtime", requested, "--threads", str(threads)]
+           "--version", str(version.version), "--runtime", requested, "--threads", str(threads),
+           "--precision", precision]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)

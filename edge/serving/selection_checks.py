@@ -1,6 +1,6 @@
 """Checks behind runtime selection: reference inputs and outputs, output comparison, timing.
 
-Used by :mod:`edge.serving.runtime_selection`; no TensorFlow import here.
+Used by :mod:`edge.serving.selection`; no TensorFlow import here.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.errors import GoldenError
 from edge.models.golden import compare_scores, load_golden
+from edge.models.metadata import Acceptance
 from edge.serving.base import ClassifierInfo
 from edge.serving.preprocess import FramePreprocessor
 
@@ -78,22 +79,40 @@ def build_reference(version_dir: Path, info: ClassifierInfo, preprocess: Any) ->
                      pre.batch_to_input(pixels), None), note
 
 
-def check_outputs(ref: Reference, scores: np.ndarray, tolerance: float) -> tuple[float | None, str | None]:
-    """(max abs diff, why the outputs are refused or None): :func:`edge.models.golden.compare_scores`
-    on every image, the first refusal wins."""
+def check_outputs(ref: Reference, scores: np.ndarray, tolerance: float,
+                  rule: Acceptance | None = None) -> tuple[float | None, str | None, float | None]:
+    """(max abs diff, why the outputs are refused or None, share of images with the reference's top-1):
+    :func:`edge.models.golden.compare_scores` on every image, the first refusal wins. ``rule`` (a
+    reduced-precision candidate's declared acceptance) replaces ``tolerance`` and adds its top-1
+    margin and minimum top-1 agreement."""
     assert ref.scores is not None
     scores = np.asarray(scores)
     if scores.shape != ref.scores.shape:
-        return None, f"outputs have shape {list(scores.shape)}, reference {list(ref.scores.shape)}"
+        return None, f"outputs have shape {list(scores.shape)}, reference {list(ref.scores.shape)}", None
     worst: float | None = None
+    agreed = 0
+    problem: str | None = None
     for i, name in enumerate(ref.names):
-        check = compare_scores(name, scores[i], ref.scores[i], tolerance=tolerance,
-                               reference_top1=ref.top1[i] if ref.top1 is not None else None)
+        check = compare_scores(name, scores[i], ref.scores[i],
+                               tolerance=rule.tolerance if rule is not None else tolerance,
+                               reference_top1=ref.top1[i] if ref.top1 is not None else None,
+                               top1_margin=rule.top1_margin if rule is not None else 0.0)
         if check.max_abs_diff is not None:
             worst = check.max_abs_diff if worst is None else max(worst, check.max_abs_diff)
-        if check.problem is not None:
-            return worst, check.problem
-    return worst, None
+        agreed += bool(check.top1_agrees)
+        if check.problem is not None and problem is None:
+            problem = check.problem
+    agreement = agreed / len(ref.names) if ref.names else None
+    if problem is None and rule is not None and agreement is not None and agreement < rule.min_top1_agreement:
+        problem = f"top-1 agreement {agreement:.0%} < the declared {rule.min_top1_agreement:.0%}"
+    return worst, problem, agreement
+
+
+def describe_rule(tolerance: float, rule: Acceptance | None) -> str:
+    if rule is None:
+        return f"exact: same top-1, max |diff| <= {tolerance:g}"
+    return (f"declared int8: max |diff| <= {rule.tolerance:g}, top-1 within the reference's top-5 where its "
+            f"margin < {rule.top1_margin:g}, top-1 agreement >= {rule.min_top1_agreement:.0%}")
 
 
 # ----------------------------------------------------------------------------- timing

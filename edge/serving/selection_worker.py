@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge.models.store import ModelVersion
 from edge.serving.embedded import EmbeddedClassifier
-from edge.serving.selection import RUNTIMES
+from edge.serving.selection import PRECISIONS, RUNTIMES
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", type=int, required=True)
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     classifier = EmbeddedClassifier(ModelVersion(args.name, args.version, args.version_dir), threads=args.threads,
-                                    runtime=args.runtime, isolate_selection=False)
+                                    runtime=args.runtime, isolate_selection=False, precision=args.precision)
     classifier.close()
     return 0
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+import edge.serving.candidates as cands
 import edge.serving.selection as rs
 from edge.errors import ClassifierError
 from edge.models.golden import write_reference
@@ -50,7 +51,7 @@ def assert_fastest_passing(selection: dict) -> None:
     assert chosen["ok"], selection
     passing = {k: v["img_per_s"] for k, v in cands.items() if v["ok"]}
     assert chosen["img_per_s"] == max(passing.values()), selection
-    assert selection["runtime"] == ("tensorflow" if selection["candidate"] == "tensorflow" else "litert")
+    assert selection["runtime"] == chosen["runtime"] and selection["precision"] == chosen["precision"]
 
 
 def add_golden(version: ModelVersion, images: dict[str, np.ndarray]) -> None:
@@ -88,11 +89,12 @@ def nan_tflite(height: int, width: int, dtype: str, classes: int) -> bytes:
 # ----------------------------------------------------------------------------- colour model
 @pytest.fixture(scope="module")
 def colour_auto(colour_model_store: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The colour model loaded with runtime="auto" in a fresh store (no golden images)."""
+    """The colour model loaded with runtime="litert" in a fresh store (no golden images): the LiteRT
+    candidates only (OpenVINO and int8: tests/integration/test_serving_runtimes.py)."""
     from edge.serving.embedded import EmbeddedClassifier
 
     version = copy_version(colour_model_store / "colour" / "1", tmp_path_factory.mktemp("sel-colour"), "colour")
-    return version, EmbeddedClassifier(version, isolate_selection=False)
+    return version, EmbeddedClassifier(version, isolate_selection=False, runtime="litert")
 
 
 def test_colour_model_litert_selected_and_correct(colour_auto) -> None:
@@ -133,7 +135,7 @@ def test_forced_tensorflow(colour_auto) -> None:
 def test_unknown_runtime_is_refused(colour_auto) -> None:
     from edge.serving.embedded import EmbeddedClassifier
 
-    with pytest.raises(ClassifierError, match="serving.runtime must be one of auto, tensorflow, litert"):
+    with pytest.raises(ClassifierError, match="serving.runtime must be one of auto, tensorflow, litert, openvino"):
         EmbeddedClassifier(colour_auto[0], runtime="onnx")
 
 
@@ -148,9 +150,9 @@ def test_cache_reused_without_converting(colour_auto, monkeypatch: pytest.Monkey
     def no_conversion(_path):
         raise AssertionError("converter called although the cache is valid")
 
-    monkeypatch.setattr(rs, "convert_saved_model", no_conversion)
+    monkeypatch.setattr(cands, "convert_saved_model", no_conversion)
     monkeypatch.setattr(rs, "time_runtimes", lambda *a, **k: pytest.fail("timed again"))
-    again = EmbeddedClassifier(version, isolate_selection=False)
+    again = EmbeddedClassifier(version, isolate_selection=False, runtime="litert")
     assert again.selection["cached"] is True
     assert {k: v for k, v in again.selection.items() if k != "cached"} == \
         {k: v for k, v in first.selection.items() if k != "cached"} | {"fingerprint": again.selection["fingerprint"]}
@@ -165,12 +167,13 @@ def test_cached_litert_loads_without_tensorflow(colour_auto) -> None:
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
 import numpy as np
-import edge.serving.selection as rs
+import edge.serving.candidates as cands
+import edge.serving.candidates as cands
 def boom(_path): raise AssertionError("converter called")
-rs.convert_saved_model = boom
+cands.convert_saved_model = boom
 from edge.models.store import ModelVersion
 from edge.serving.embedded import EmbeddedClassifier
-c = EmbeddedClassifier(ModelVersion("colour", 1, __import__("pathlib").Path({str(version.path)!r})))
+c = EmbeddedClassifier(ModelVersion("colour", 1, __import__("pathlib").Path({str(version.path)!r})), runtime="litert")
 red = np.zeros((1, 64, 64, 3), np.uint8); red[..., 0] = 255
 print(json.dumps({{"tf": "tensorflow" in sys.modules, "cached": c.selection["cached"], "runtime": c.info.runtime,
                   "top1": int(c.classify(red).argmax())}}))
@@ -181,6 +184,7 @@ print(json.dumps({{"tf": "tensorflow" in sys.modules, "cached": c.selection["cac
     assert doc == {"tf": False, "cached": True, "runtime": "litert", "top1": 0}
 
 
+@pytest.mark.slow
 def test_first_load_selects_in_a_subprocess(colour_auto, tmp_path: Path) -> None:
     """A process without TensorFlow converts and times in a child: it never imports TensorFlow itself."""
     version = copy_version(colour_auto[0].path, tmp_path, "colour")
@@ -190,7 +194,7 @@ sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from edge.models.store import ModelVersion
 from edge.serving.embedded import EmbeddedClassifier
-c = EmbeddedClassifier(ModelVersion("colour", 1, Path({str(version.path)!r})))
+c = EmbeddedClassifier(ModelVersion("colour", 1, Path({str(version.path)!r})), runtime="litert")
 print(json.dumps({{"tf": "tensorflow" in sys.modules, "runtime": c.info.runtime, "cached": c.selection["cached"],
                   "isolated": c.selection["isolated"], "ok": c.selection["candidates"]["litert"]["ok"]}}))
 """
@@ -207,11 +211,12 @@ def test_changed_version_content_selects_again(colour_auto, tmp_path: Path, monk
     version = copy_version(colour_auto[0].path, tmp_path, "colour")
     shutil.copytree(rs.cache_dir(colour_auto[0].path), rs.cache_dir(version.path))
     calls = []
-    real = rs.convert_saved_model
-    monkeypatch.setattr(rs, "convert_saved_model", lambda p: calls.append(p) or real(p))
-    assert EmbeddedClassifier(version).selection["cached"] is True and calls == []  # same content, copied cache
+    real = cands.convert_saved_model
+    monkeypatch.setattr(cands, "convert_saved_model", lambda p: calls.append(p) or real(p))
+    assert EmbeddedClassifier(version, runtime="litert").selection["cached"] is True and calls == []  # copied cache
     (version.path / "assets.extra" / "labels.txt").write_text("rouge\nvert\nbleu\n")
-    assert EmbeddedClassifier(version, isolate_selection=False).selection["cached"] is False and len(calls) == 1
+    assert EmbeddedClassifier(version, isolate_selection=False, runtime="litert").selection["cached"] is False
+    assert len(calls) == 1
 
 
 def test_garbage_shipped_tflite_is_refused(colour_auto, tmp_path: Path) -> None:
@@ -219,7 +224,7 @@ def test_garbage_shipped_tflite_is_refused(colour_auto, tmp_path: Path) -> None:
 
     version = copy_version(colour_auto[0].path, tmp_path, "colour")
     (version.path / "model.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 8)
-    classifier = EmbeddedClassifier(version)
+    classifier = EmbeddedClassifier(version, runtime="litert")
     shipped = classifier.selection["candidates"]["litert_shipped"]
     assert shipped["ok"] is False and "LiteRT cannot load the model" in shipped["error"]
     assert classifier.selection["candidate"] == "litert"  # the converted candidate serves
@@ -232,7 +237,7 @@ def test_valid_shipped_tflite_is_a_candidate(colour_auto, tmp_path: Path) -> Non
 
     version = copy_version(colour_auto[0].path, tmp_path, "colour")
     shutil.copyfile(rs.cache_dir(colour_auto[0].path) / rs.CONVERTED_FILE, version.path / "model.tflite")
-    classifier = EmbeddedClassifier(version)
+    classifier = EmbeddedClassifier(version, runtime="litert")
     cands = classifier.selection["candidates"]
     assert set(cands) == {"tensorflow", "litert", "litert_shipped"} and all(c["ok"] for c in cands.values())
     assert_fastest_passing(classifier.selection)
@@ -244,7 +249,7 @@ def test_nan_converter_is_refused_and_tensorflow_serves(colour_auto, tmp_path: P
     from edge.serving.embedded import EmbeddedClassifier
 
     poisoned = nan_tflite(64, 64, "uint8", 3)
-    monkeypatch.setattr(rs, "convert_saved_model", lambda _p: poisoned)
+    monkeypatch.setattr(cands, "convert_saved_model", lambda _p: poisoned)
     version = copy_version(colour_auto[0].path, tmp_path, "colour")
     classifier = EmbeddedClassifier(version, runtime="litert", isolate_selection=False)  # even when LiteRT is asked for
     sel = classifier.selection
@@ -271,8 +276,8 @@ def test_wrong_answers_are_refused_on_golden(colour_auto, tmp_path: Path, monkey
 
     module = Swapped()
     wrong = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module).convert()
-    monkeypatch.setattr(rs, "convert_saved_model", lambda _p: wrong)
-    classifier = EmbeddedClassifier(version, isolate_selection=False)
+    monkeypatch.setattr(cands, "convert_saved_model", lambda _p: wrong)
+    classifier = EmbeddedClassifier(version, isolate_selection=False, runtime="litert")
     sel = classifier.selection
     assert sel["verified_on"] == "golden: 3 images"
     assert sel["candidates"]["tensorflow"]["ok"] and sel["candidates"]["tensorflow"]["max_abs_diff"] <= 1e-5
@@ -284,7 +289,7 @@ def test_thread_safety_two_threads_two_instances(colour_auto) -> None:
     from edge.serving.embedded import EmbeddedClassifier
 
     version, first = colour_auto
-    second = EmbeddedClassifier(version)  # e.g. validation's instance beside the serving one
+    second = EmbeddedClassifier(version, runtime="litert")  # e.g. validation's instance beside the serving one
     assert first.info.runtime == second.info.runtime == "litert"
     rng = np.random.default_rng(3)
     batches = [rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8) for n in (1, 3, 8, 2, 5)]
@@ -307,6 +312,7 @@ def test_thread_safety_two_threads_two_instances(colour_auto) -> None:
 
 
 # ----------------------------------------------------------------------------- demo model
+@pytest.mark.slow
 def test_demo_model_golden_photos(demo_model_store: Path, tmp_path: Path) -> None:
     """EfficientNet-Lite0 (float32 input, probabilities): LiteRT passes the golden photos with TF's top-1."""
     from edge.serving.embedded import EmbeddedClassifier
