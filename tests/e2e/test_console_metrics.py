@@ -2,6 +2,7 @@
 are encoded only while someone asks for them, at most `live_fps` per camera."""
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -87,3 +88,18 @@ def test_metrics_pass_promtool_and_agree_with_health(mosquitto, mqtt_recorder, g
     grown = value(metric_values(get(base + "/metrics").text), "edge_console_jpeg_encodes_total") - encodes
     assert 2 <= grown <= 2 * (2 * elapsed + 1), (grown, elapsed)
     assert gw.terminate() == 0
+
+
+def test_a_console_port_already_taken_stops_the_start_with_one_line(
+        mosquitto, gateway_factory, colour_model_store, colour_cameras, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        text = render_config(DEVICE, colour_cameras, colour_model_store, "colour", mosquitto.url,
+                             tmp_path / "spool.db", extra_sections=console_section(port))
+        gw = gateway_factory("taken", text).start()
+        assert gw.proc is not None and gw.proc.wait(120) == 1
+    said = [line for line in gw.log().splitlines() if line.startswith("edge-gateway: ")]
+    assert said == [f"edge-gateway: cannot start: console cannot listen on 127.0.0.1:{port}: Address already in use "
+                    "(set console.port to a free port, or console.enabled = false)"], gw.log()[-2000:]

@@ -4,8 +4,9 @@ Nothing here runs on a camera or inference thread. The event loop only parses re
 replies; routes (:class:`~edge.device.console.api.ConsoleApi`, which may encode a JPEG or check a
 password) run on a small pool of worker threads. Limits (research notes for issue 14):
 
-- at most `max_connections` open connections: one more gets ``503`` and is closed before anything
-  is parsed (aiohttp itself has no cap; file descriptors for the MQTT client and the cameras stay free);
+- at most `max_connections` open connections, TLS handshakes included: one more gets ``503`` (or,
+  over TLS, is closed) as it is accepted (:mod:`~edge.device.console.listener`; aiohttp itself has
+  no cap; file descriptors for the MQTT client and the cameras stay free);
 - request line and each header at most 8190 bytes, at most 64 headers: ``400``;
 - a connection that does not complete a request within `request_timeout_s` (idle, slow, trickling
   sockets), and a reply the client does not take within it, is closed;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -27,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from edge.device.console.api import Reply, Request
+from edge.device.console.listener import CappedListener, listen
 from edge.device.console.settings import ConsoleSettings
 from edge.errors import StartupError
 
@@ -46,19 +49,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n"
-        b"Connection: close\r\n\r\nconsole busy: too many open connections\n")
 
 Tick = tuple[float, Callable[[], None]]  # (interval s, work run on a worker thread)
-
-
-class _Busy(asyncio.Protocol):
-    """A connection over the cap: a 503, then closed, before any parsing."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(BUSY)
-        transport.close()
 
 
 def ssl_context(settings: ConsoleSettings) -> ssl.SSLContext | None:
@@ -89,11 +81,16 @@ class ConsoleServer:
         self._error: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="console-work")
         self.port: int | None = None
-        self.busy_refusals = 0
+        self._listener: CappedListener | None = None
         self.send_timeouts = 0
         self._cpu_lock = threading.Lock()
         self._work_cpu_s = 0.0  # CPU time of routes and periodic work on the worker threads
         self._loop_cpu_s = 0.0  # CPU time of the event loop thread (parsing, writing), sampled
+
+    @property
+    def busy_refusals(self) -> int:
+        """Connections refused over the cap (503, or closed before the TLS handshake)."""
+        return self._listener.refused if self._listener is not None else 0
 
     @property
     def cpu_seconds(self) -> float:
@@ -164,13 +161,6 @@ class ConsoleServer:
         await runner.setup()
         protocol = runner.server
         assert protocol is not None
-
-        def factory() -> asyncio.BaseProtocol:
-            if len(protocol.connections) >= settings.max_connections:
-                self.busy_refusals += 1
-                return _Busy()
-            return protocol()
-
         options: dict[str, Any] = {}
         if self._ssl is not None:
             options["ssl_handshake_timeout"] = 10.0
@@ -178,10 +168,11 @@ class ConsoleServer:
                 options["ssl_shutdown_timeout"] = 5.0
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(factory, settings.bind, settings.port, ssl=self._ssl, backlog=64,
-                                              reuse_address=True, **options)
+            self._listener = listen(settings.bind, settings.port, settings.max_connections, self._ssl is not None)
+            server = await loop.create_server(protocol, sock=self._listener, ssl=self._ssl, **options)
         except OSError as exc:
-            self._error = (f"console cannot listen on {settings.bind}:{settings.port}: {exc.strerror or exc} "
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
+            self._error = (f"console cannot listen on {settings.bind}:{settings.port}: {reason} "
                            "(set console.port to a free port, or console.enabled = false)")
             await runner.cleanup()
             return
