@@ -5,11 +5,15 @@ BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
 APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2 chromium fonts-dejavu-core
+# GStreamer `gst:` sources are tested with Debian's OpenCV (built with GStreamer) run by /usr/bin/python3, and
+# loopback RTSP cameras are served by GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)
+APT_PACKAGES += python3-opencv python3-numpy gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
 # promtool (tests check /metrics with it), unpacked from Debian's prometheus package: no service, no users
 PROMTOOL := build/tools/prometheus/usr/bin/promtool
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv demo demo-assets lint test test-fast bench chaos clean promtool
+.PHONY: help system-deps venv venv-system-opencv demo demo-assets lint test test-fast bench chaos clean promtool
 
 help:
 	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
@@ -41,13 +45,24 @@ $(BIN)/.installed: pyproject.toml setup.py $(wildcard packaging/constraints/*.tx
 	@# the distribution was called `edge` before 0.2.0 (a name PyPI gives to another project)
 	-$(BIN)/pip uninstall -q -y edge 2>/dev/null
 	@$(if $(PIN),,echo "note: no pinned stack for this machine ($(CONSTRAINTS)); installing unpinned")
-	$(BIN)/pip install -q $(PIN) -e '.[opencv,tf,litert,systemd,demo,test]'
+	$(BIN)/pip install -q $(PIN) -e '.[opencv,tf,litert,openvino,ffmpeg,systemd,demo,test]'
+	@# OpenVINO's import counts usage under ~/intel for its telemetry; say no once
+	-$(BIN)/opt_in_out --opt_out >/dev/null 2>&1
 	@# the official TF Serving client, for wire-compatibility tests only; --no-deps because it
 	@# requires the full `tensorflow` wheel, which tensorflow-cpu already provides as a module
 	$(BIN)/pip install -q --no-deps 'tensorflow-serving-api==2.21.0'
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Install mode for boxes whose OpenCV comes from the system (Debian's python3-opencv or JetPack's, built with
+# GStreamer): a venv that sees /usr/lib/python3/dist-packages, without the `opencv` extra (a pip OpenCV would
+# shadow the system's) and with numpy < 2 (the ABI Debian 12's cv2 is built for). `make venv-system-opencv`
+SYSTEM_VENV ?= .venv-system
+venv-system-opencv: system-deps
+	/usr/bin/python3 -m venv --system-site-packages $(SYSTEM_VENV)
+	$(SYSTEM_VENV)/bin/pip install -q 'numpy<2' -e '.[litert,ffmpeg,systemd]'
+	$(SYSTEM_VENV)/bin/python -c 'import cv2, camera; print("OpenCV", cv2.__version__, "from", cv2.__file__, "GStreamer:", camera.gstreamer_available())'
 
 demo-assets: venv
 	$(BIN)/python -m tools.build_demo_model --out $(DEMO_DIR)/models

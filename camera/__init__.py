@@ -20,10 +20,11 @@ import logging
 
 from camera.capture import CameraCapture
 from camera.frames import Frame, FrameTransform, crop_regions
+from camera.gate import GateSettings
 from camera.settings import CaptureSettings, Roi
-from camera.sources import FrameSource, SourceOpenError, open_source
+from camera.sources import FrameSource, open_source
 from camera.stats import CameraStats
-from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
+from camera.uri import SourceOpenError, SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ __all__ = [
     "Frame",
     "FrameSource",
     "FrameTransform",
+    "GateSettings",
     "Roi",
     "SourceOpenError",
     "SourceSpec",

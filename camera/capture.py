@@ -15,13 +15,11 @@ offline as soon as the last frame is older than watchdog_s, and stop() gives up 
 its timeout (the daemon thread is abandoned and releases its source when the blocked call returns).
 
 Per frame, the thread grabs (takes the frame off the source), asks the fps limiter whether to keep
-it, and only then decodes it (sources with `grab()`/`retrieve()`; see camera.sources; MJPEG at a
-reduced JPEG scale when `settings.decode` and the size needed allow, see camera.decode), resizes it to
-`settings.size`, and runs the consumer's optional transform on each ROI crop (`set_transform`), so
-the expensive per-frame work runs here, in parallel across cameras, and never for dropped frames.
-While the consumer is behind (a publish found the slot still full), an MJPEG frame is published as
-its undecoded packet instead, and take() does that work for the frame it returns: above capacity
-only the frames that are taken get decoded (camera.decode.DecodeDeferral).
+it, with gating (camera.gate) whether the scene changed, and only then decodes it (MJPEG at a reduced
+scale when the size needed allows, camera.decode), resizes it to `settings.size` and runs the
+consumer's transform on each ROI crop (`set_transform`): the per-frame work runs here, in parallel
+across cameras, never for dropped frames. While the consumer is behind, an MJPEG frame is published
+undecoded and take() decodes the frames it returns (camera.decode.DecodeDeferral).
 """
 from __future__ import annotations
 
@@ -34,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from camera.decode import DecodeDeferral, DeferredFrame, KeptFrame, decode_deferred, decode_kept
+from camera.decode import DecodeDeferral, DeferredFrame, KeptFrame, decode_deferred, decode_kept, gate_thumbnail
 from camera.frames import Frame, FrameTransform, RegionTransform
+from camera.gate import SceneGate
 from camera.settings import CaptureSettings, Roi
 from camera.sources import FrameSource, open_source
 from camera.stats import CameraStats, CaptureCounters, FpsLimiter
@@ -86,6 +85,7 @@ class CameraCapture:
         self._limiter = FpsLimiter(settings.target_fps)
         self._transform = RegionTransform(settings.name, settings.rois, settings.transform)
         self._deferral = DecodeDeferral()
+        self._gate = SceneGate(settings.gate) if settings.gate is not None else None
         # Guarded by _lock:
         self._state = "stopped"
         self._slot: Frame | DeferredFrame | None = None
@@ -176,11 +176,11 @@ class CameraCapture:
             self._deferral.disable()  # the source changed its resolution: let the capture's decoder relearn it
         pixels, tag = self._transform.apply(kept.image)
         with self._lock:
-            self._count_decoded(kept)
+            self._counters.decoded(kept)
             self._counters.decoded_on_take += 1
             self._counters.processed(time.monotonic())
         return Frame(self.name, deferred.number, kept.image, deferred.captured_wall, deferred.captured_mono,
-                     pixels, tag)
+                     pixels, tag, deferred.reason)
 
     @property
     def state(self) -> str:
@@ -270,6 +270,8 @@ class CameraCapture:
         split = callable(grab) and callable(retrieve)  # decode only the frames the limiter keeps
         take_packet = getattr(source, "take_jpeg_packet", None) if split else None
         self._deferral.reset()
+        if self._gate is not None:
+            self._gate.reset()
         while True:
             if self._stopping.is_set():
                 return _ConnectionEnd(reason="stopped", had_frames=had_frames, stopped=True)
@@ -304,16 +306,25 @@ class CameraCapture:
             number = self._admit(now)
             if number is None:
                 continue  # decimated by target_fps: counted as skipped, never decoded
-            if self._deferral.active and callable(take_packet) and (taken := take_packet()) is not None:
-                self._publish(DeferredFrame(number, taken[0], taken[1], time.time(), now))
-                continue  # the consumer is behind: whoever takes this frame decodes it
-            try:  # split: decode now (at a reduced JPEG scale when that suffices); then resize to size
-                kept = decode_kept(source, None if split else image, self.settings, self._transform.current)
+            reason, kept = "sampled", None
+            try:
+                if self._gate is not None:
+                    thumb, kept = gate_thumbnail(source, None if split else image, self.settings, self._transform.current)
+                    reason = self._gate.decide(thumb, now)  # type: ignore[assignment]
+                    if reason is None:
+                        self._count_skipped(now, gated=True)
+                        continue  # the scene did not change and the frame is not due: never classified
+                if kept is None and self._deferral.active and callable(take_packet) and \
+                        (taken := take_packet()) is not None:
+                    self._publish(DeferredFrame(number, taken[0], taken[1], time.time(), now, reason))
+                    continue  # the consumer is behind: whoever takes this frame decodes it
+                if kept is None:  # decode now (at a reduced scale when that suffices); then resize to size
+                    kept = decode_kept(source, None if split else image, self.settings, self._transform.current)
             except Exception as exc:
                 self._count_skipped(now)
                 return _ConnectionEnd(reason=f"unusable frame: {exc}", had_frames=had_frames)
             pixels, tag = self._transform.apply(kept.image)
-            self._publish(Frame(self.name, number, kept.image, time.time(), now, pixels, tag), kept)
+            self._publish(Frame(self.name, number, kept.image, time.time(), now, pixels, tag, reason), kept, source)
             if not had_frames:
                 had_frames = True
                 self._go_online(kept.resolution, source.fps)
@@ -327,17 +338,17 @@ class CameraCapture:
                 return None
             return number
 
-    def _count_decoded(self, kept: KeptFrame) -> None:  # under _lock
-        self._counters.decoded(kept.resolution, kept.decoded, kept.scale)
-
-    def _count_skipped(self, now_mono: float) -> None:
+    def _count_skipped(self, now_mono: float, gated: bool = False) -> None:
         with self._lock:
             self._counters.skipped(now_mono)
+            self._counters.frames_gated += gated
 
-    def _publish(self, item: Frame | DeferredFrame, kept: KeptFrame | None = None) -> None:
+    def _publish(self, item: Frame | DeferredFrame, kept: KeptFrame | None = None, source: Any = None) -> None:
         with self._lock:
             if kept is not None:
-                self._count_decoded(kept)
+                self._counters.decoded(kept)
+            if source is not None:
+                self._counters.describe_source(source)
             slot_was_full = self._slot is not None
             if slot_was_full:  # the consumer never took it: newest frame wins
                 self._counters.skipped(item.captured_mono)

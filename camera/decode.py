@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from camera.frames import as_bgr, resize_to
+from camera.gate import thumbnail_of
 from camera.settings import CaptureSettings
 
 try:  # libjpeg-turbo's TurboJPEG API: the same pixels as cv2.imdecode, a full 720p decode 3x faster here
@@ -137,6 +138,20 @@ def decode_packet(packet: np.ndarray, native: tuple[int, int] | None,
     return None if image is None else (image, 1)
 
 
+def jpeg_thumbnail(packet: np.ndarray) -> np.ndarray | None:
+    """A grey image at 1/8 of a JPEG packet's size (TurboJPEG's cheapest decode); None when unreadable."""
+    if simplejpeg is not None:
+        try:
+            width, height, _, _ = simplejpeg.decode_jpeg_header(packet)
+            thumb: np.ndarray = simplejpeg.decode_jpeg(packet, colorspace="GRAY", min_width=max(1, width // 8),
+                                                       min_height=max(1, height // 8), strict=False)
+            return thumb[..., 0] if thumb.ndim == 3 else thumb
+        except ValueError:
+            pass
+    image = cv2.imdecode(packet, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    return image if image is not None else None
+
+
 def _decode(packet: np.ndarray, scale: int, size: tuple[int, int] | None) -> np.ndarray | None:
     """BGR pixels of a JPEG packet at 1/scale, whose expected `size` is scaled_size(native, scale)
     (None at scale 1); None when unreadable. TurboJPEG picks the smallest of its M/8 scales giving
@@ -186,6 +201,18 @@ def _kept(image: np.ndarray, settings: CaptureSettings, native: tuple[int, int] 
     return KeptFrame(resized, settings.size or native or decoded, decoded, scale)
 
 
+def gate_thumbnail(source: Any, image: np.ndarray | None, settings: CaptureSettings,
+                   transform: Any) -> tuple[np.ndarray, KeptFrame | None]:
+    """The 1/8 grey thumbnail scene-change gating compares (camera.gate), and the kept frame when
+    the thumbnail had to come from decoding it (sources without a cheap ``thumbnail()``)."""
+    thumbnail = getattr(source, "thumbnail", None)
+    thumb = thumbnail() if image is None and callable(thumbnail) else None
+    if thumb is not None:
+        return thumb, None
+    kept = decode_kept(source, image, settings, transform)
+    return thumbnail_of(kept.image), kept
+
+
 @dataclass(frozen=True, eq=False)
 class DeferredFrame:
     """A kept frame published as its undecoded JPEG packet; decoded by whoever takes it."""
@@ -195,6 +222,7 @@ class DeferredFrame:
     native: tuple[int, int]  # the source's (width, height) when the packet was grabbed
     captured_wall: float
     captured_mono: float
+    reason: str = "sampled"  # why it is classified (camera.gate)
 
 
 def decode_deferred(frame: DeferredFrame, settings: CaptureSettings, transform: Any) -> KeptFrame:

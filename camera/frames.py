@@ -38,6 +38,7 @@ class Frame:
     captured_mono: float
     pixels: tuple[np.ndarray, ...] | None = None
     pixels_tag: Hashable | None = None
+    reason: str = "sampled"  # why it is classified: "sampled" (no gating), "first", "change", "max_interval"
 
 
 @runtime_checkable

@@ -5,9 +5,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from camera.gate import GateSettings
+
 logger = logging.getLogger(__name__)
 
 DECODE_MODES = ("auto", "full")
+READERS = ("auto", "opencv", "ffmpeg")  # auto: PyAV (FFmpeg) for network sources when installed, else OpenCV
+KEYFRAME_MODES = ("auto", "on", "off")
+HWACCELS = ("auto", "off", "vaapi", "qsv", "drm", "cuda", "v4l2m2m", "cuvid")  # camera.pyav
 
 
 def is_frame_transform(value: Any) -> bool:
@@ -60,6 +65,14 @@ class CaptureSettings:
       ROIs, the transform's `min_source_size` (then `Frame.image` is that reduced image and
       snapshots show it); ROIs without size, no transform, or other codecs: full size.
       "full" always decodes at the source's native size.
+    - reader: which library reads the source. "ffmpeg": PyAV (camera.pyav: keyframe-only decoding,
+      hardware decoders, output at the size needed); "opencv": cv2.VideoCapture; "auto": PyAV for
+      rtsp/http/udp/tcp sources when it is installed, OpenCV otherwise (and for files, V4L2, gst:).
+    - keyframes (PyAV): "auto" decodes only keyframes while target_fps is at most the stream's
+      measured keyframe rate; "on" always (the camera then delivers its keyframe rate); "off" never.
+    - hwaccel (PyAV): "auto", "off" or a device (camera.pyav.HWACCELS); software when it fails.
+    - decode_threads (PyAV): FFmpeg's decoder threads; 1 = none (the capture thread decodes), 0 = auto.
+    - gate: scene-change gating (camera.gate.GateSettings), None = classify every kept frame.
     """
 
     name: str
@@ -75,6 +88,11 @@ class CaptureSettings:
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     decode: str = "auto"  # "auto" | "full"
+    reader: str = "auto"  # "auto" | "opencv" | "ffmpeg"
+    keyframes: str = "auto"  # "auto" | "on" | "off"
+    hwaccel: str = "auto"
+    decode_threads: int = 1
+    gate: Any = None  # camera.gate.GateSettings | None
     transform: Any = field(default=None, compare=False, repr=False)  # camera.FrameTransform | None
 
     def __post_init__(self) -> None:
@@ -100,6 +118,14 @@ class CaptureSettings:
             )
         if self.decode not in DECODE_MODES:
             raise ValueError(f"{prefix}: decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+        for field_name, allowed in (("reader", READERS), ("keyframes", KEYFRAME_MODES), ("hwaccel", HWACCELS)):
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(f"{prefix}: {field_name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, field_name)!r}")
+        if not isinstance(self.decode_threads, int) or not 0 <= self.decode_threads <= 64:
+            raise ValueError(f"{prefix}: decode_threads must be 0 (auto) .. 64, got {self.decode_threads!r}")
+        if self.gate is not None and not isinstance(self.gate, GateSettings):
+            raise ValueError(f"{prefix}: gate must be a camera.gate.GateSettings or None")
         if self.transform is not None and not is_frame_transform(self.transform):
             raise ValueError(f"{prefix}: transform must be callable and have a `tag` (see camera.FrameTransform)")
         if not isinstance(self.rois, tuple):

@@ -4,8 +4,10 @@
 - v4l2      -> cv2.CAP_V4L2 (USB/UVC cameras; no device exists in CI, so only the failure path is tested)
 - file      -> cv2.CAP_FFMPEG, with optional looping and real-time pacing at the file's fps
 - ffmpeg    -> cv2.CAP_FFMPEG with open/read timeouts, so no call blocks forever
-- gstreamer -> cv2.CAP_GSTREAMER (Jetson CSI cameras via nvarguscamerasrc; needs an OpenCV built
-               with GStreamer, which the pip wheels are not, so this path cannot be tested here)
+- gstreamer -> cv2.CAP_GSTREAMER (needs an OpenCV built with GStreamer: Debian's python3-opencv or
+               JetPack's, not the pip wheels; tests/integration/test_camera_gstreamer.py runs Debian's)
+- PyAV      -> camera.pyav for network URLs (``reader = "auto"`` when PyAV is installed, or
+               ``"ffmpeg"``, which also reads files): keyframe-only decoding, hardware decoders
 
 Reading is split in two, `grab()` (take the next frame off the source) and `retrieve()` (decode it
 into BGR pixels), so a capture decimating to a lower fps never decodes the frames it drops. For
@@ -35,18 +37,15 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from camera.decode import JpegDecoder
+from camera.decode import JpegDecoder, jpeg_thumbnail
+from camera.pyav import open_pyav, pyav_available
 from camera.settings import CaptureSettings
-from camera.uri import SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
+from camera.uri import SourceOpenError, SourceSpec, gstreamer_available, mask_uri_password, parse_source_uri
 
 logger = logging.getLogger(__name__)
 
 _PACING_FPS_RANGE = (1.0, 240.0)  # files claiming an fps outside this are paced at the default
 _DEFAULT_FILE_FPS = 25.0
-
-
-class SourceOpenError(OSError):
-    """A source could not be opened (device missing, connection refused, timeout, bad file)."""
 
 
 @runtime_checkable
@@ -118,6 +117,9 @@ class _Grabber:
         packet, self._packet = self._packet, None
         return packet.reshape(-1), native
 
+    def peek_packet(self) -> np.ndarray | None:
+        return self._packet if self.raw else None
+
     def retrieve(self) -> np.ndarray | None:
         if self.raw:
             packet, self._packet = self._packet, None
@@ -153,6 +155,11 @@ class _GrabbingSource:
     def take_jpeg_packet(self) -> tuple[np.ndarray, tuple[int, int]] | None:
         """The last grabbed frame undecoded (JPEG packet, native size) when the codec allows, else None."""
         return self._grabber.take_jpeg_packet()
+
+    def thumbnail(self) -> np.ndarray | None:
+        """The last grabbed JPEG packet as a 1/8 grey image (camera.gate), None for other codecs."""
+        packet = self._grabber.peek_packet()
+        return None if packet is None else jpeg_thumbnail(packet.reshape(-1))
 
     def decode_at_least(self, size: tuple[int, int] | None) -> None:
         """Let retrieve() decode JPEG frames down to `size` (width, height); None: full size."""
@@ -276,6 +283,12 @@ def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> Fra
     """
     spec = parse_source_uri(spec_or_uri) if isinstance(spec_or_uri, str) else spec_or_uri
     logger.debug("opening %s", spec.describe())
+    if settings.reader == "ffmpeg" or (settings.reader == "auto" and spec.kind == "ffmpeg" and pyav_available()):
+        if spec.kind not in ("ffmpeg", "file"):
+            raise SourceOpenError(f"reader = \"ffmpeg\" reads network URLs and files, not {spec.kind} sources")
+        if not pyav_available():
+            raise SourceOpenError("reader = \"ffmpeg\" needs PyAV: pip install 'edge-gateway[ffmpeg]'")
+        return open_pyav(spec, settings)
     if spec.kind == "file":
         return VideoFileSource(spec, loop=settings.loop, realtime=settings.realtime)
     if spec.kind == "ffmpeg":

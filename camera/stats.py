@@ -82,6 +82,9 @@ class CameraStats:
     - decode_scale: 1, 2, 4 or 8: the last kept frame was decoded at 1/decode_scale of the source's size
     - frames_decoded: kept frames decoded (by the capture thread, or by take() for frames left
       undecoded while the consumer was behind); decoded_on_take: how many of those take() decoded
+    - frames_gated: kept frames scene-change gating left unclassified (also counted in frames_skipped)
+    - decoder (PyAV sources): "software", "hardware (<device>)" or "software (<device> failed: …)";
+      keyframes_only: whether only keyframes are decoded right now (None: not a PyAV source)
     - uri: the configured URI with any password shown as ***
     """
 
@@ -102,6 +105,9 @@ class CameraStats:
     decode_scale: int | None = None
     frames_decoded: int = 0
     decoded_on_take: int = 0
+    frames_gated: int = 0
+    decoder: str | None = None
+    keyframes_only: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (resolution as [w, h], rates rounded to 0.01)."""
@@ -123,6 +129,9 @@ class CameraStats:
             "decode_scale": self.decode_scale,
             "frames_decoded": self.frames_decoded,
             "decoded_on_take": self.decoded_on_take,
+            "frames_gated": self.frames_gated,
+            "decoder": self.decoder,
+            "keyframes_only": self.keyframes_only,
         }
 
 
@@ -137,6 +146,9 @@ class CaptureCounters:
         self.frames_skipped = 0
         self.frames_decoded = 0
         self.decoded_on_take = 0
+        self.frames_gated = 0
+        self.decoder: str | None = None
+        self.keyframes_only: bool | None = None
         self.reconnects = 0
         self.last_frame_mono: float | None = None
         self.resolution: tuple[int, int] | None = None
@@ -166,10 +178,17 @@ class CaptureCounters:
         self.frames_skipped += 1
         self._skipped.add(now)
 
-    def decoded(self, resolution: tuple[int, int], decoded: tuple[int, int], scale: int) -> None:
-        """A kept frame was decoded: the resolution it is published at, what it was decoded at, the scale."""
-        self.resolution, self.decoded_resolution, self.decode_scale = resolution, decoded, scale
+    def decoded(self, kept: Any) -> None:
+        """A kept frame (camera.decode.KeptFrame) was decoded: the resolution it is published at, what it
+        was decoded at, the scale."""
+        self.resolution, self.decoded_resolution, self.decode_scale = kept.resolution, kept.decoded, kept.scale
         self.frames_decoded += 1
+
+    def describe_source(self, source: Any) -> None:
+        """What the source says about its decoding (camera.pyav's optional attributes)."""
+        self.decoder = getattr(source, "decoder", None)
+        keyframes = getattr(source, "keyframes_only", None)
+        self.keyframes_only = keyframes if isinstance(keyframes, bool) else None
 
     def snapshot(self, name: str, state: str, uri: str, now: float) -> CameraStats:
         return CameraStats(
@@ -180,4 +199,5 @@ class CaptureCounters:
             frames_read=self.frames_read, frames_processed=self.frames_processed,
             frames_skipped=self.frames_skipped, resolution=self.resolution, last_error=self.last_error,
             decoded_resolution=self.decoded_resolution, decode_scale=self.decode_scale,
-            frames_decoded=self.frames_decoded, decoded_on_take=self.decoded_on_take)
+            frames_decoded=self.frames_decoded, decoded_on_take=self.decoded_on_take,
+            frames_gated=self.frames_gated, decoder=self.decoder, keyframes_only=self.keyframes_only)

@@ -30,6 +30,10 @@ _V4L2_STABLE_LINK = re.compile(r"^/dev/v4l/by-(id|path)/.+$")
 _PASSWORD_IN_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|pass)=)[^&#]*", re.IGNORECASE)
 
 
+class SourceOpenError(OSError):
+    """A source could not be opened (device missing, connection refused, timeout, bad file)."""
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """A validated source: `kind` picks the backend, `target` is what the backend opens.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from camera import CaptureSettings, Roi
+from camera import CaptureSettings, GateSettings, Roi
 from edge.config.schema import CameraConfig, GatewayConfig, RegistryConfig
 from edge.errors import CandidateLoadError
 from edge.models.metadata import PreprocessSpec
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 def camera_settings(cam: CameraConfig) -> CaptureSettings:
     return settings_from(CaptureSettings, cam, renames={"uri": "source", "target_fps": "fps"},
-                         rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois))
+                         rois=tuple(Roi(r.name, r.x, r.y, r.w, r.h) for r in cam.rois),
+                         gate=settings_from(GateSettings, cam.gate) if cam.gate is not None else None)
 
 
 def capture_settings(config: GatewayConfig) -> list[CaptureSettings]:

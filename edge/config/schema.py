@@ -16,27 +16,27 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
-from camera import parse_source_uri
+from edge.config.cameras import CameraConfig, GateConfig, RoiConfig
 from edge.config.console import ConsoleConfig
+from edge.config.fields import CONTROL_RE
+from edge.config.fields import NAME_RE as _NAME_RE
+from edge.config.fields import Strict as _Strict
+from edge.config.fields import check_name as _check_name
+from edge.config.fields import no_control as _no_control
 from edge.util.ociref import Reference
 
 logger = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# re-exported: the loader and edgectl import these from here
+__all__ = ["CONTROL_RE", "_NAME_RE", "CameraConfig", "GateConfig", "GatewayConfig", "RoiConfig"]
+
 _TOPIC_RE = re.compile(r"^[^#+\s]+(/[^#+\s]+)*$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_CHARS = 4096
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _check_file(path: Path | None, key: str) -> None:
@@ -58,80 +58,6 @@ def _check_path(path: Path | None) -> Path | None:
     if len(text) > MAX_PATH_CHARS:
         raise ValueError(f"path is {len(text)} characters long; at most {MAX_PATH_CHARS}")
     return path
-
-
-def _no_control(value: str | None) -> str | None:
-    if value is not None and CONTROL_RE.search(value):
-        raise ValueError("must not contain control characters (newline, tab, NUL...)")
-    return value
-
-
-def _check_name(value: str, what: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(
-            f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit (it is used in MQTT topics)"
-        )
-    return value
-
-
-class RoiConfig(_Strict):
-    name: str
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check_name(v, "ROI name")
-
-
-class CameraConfig(_Strict):
-    name: str
-    source: str
-    fps: float = Field(default=5.0, ge=0, le=240, description="0 = as fast as the source delivers")
-    size: tuple[int, int] | None = None
-    loop: bool = True
-    realtime: bool = True
-    watchdog_s: float = Field(default=10.0, gt=0, le=3600)
-    backoff_initial_s: float = Field(default=0.5, gt=0, le=600)
-    backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
-    open_timeout_s: float = Field(default=10.0, gt=0, le=600)
-    read_timeout_s: float = Field(default=5.0, gt=0, le=600)
-    # auto: MJPEG decoded at 1/2, 1/4 or 1/8 when that still gives the size needed; full: native size
-    decode: Literal["auto", "full"] = "auto"
-    rois: list[RoiConfig] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check_name(v, "camera name")
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and not (16 <= v[0] <= 8192 and 16 <= v[1] <= 8192):
-            raise ValueError(f"must be [width, height] between 16 and 8192, got {list(v)}")
-        return v
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, v: str) -> str:
-        _no_control(v)
-        parse_source_uri(v)  # raises ValueError with a message naming the accepted forms
-        return v
-
-    @model_validator(mode="after")
-    def _rois_unique(self) -> CameraConfig:
-        names = [r.name for r in self.rois]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate ROI name(s) {dupes}")
-        if self.backoff_initial_s > self.backoff_max_s:
-            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
-        return self
 
 
 class PreprocessConfig(_Strict):

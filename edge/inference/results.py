@@ -143,6 +143,7 @@ class ResultPublisher:
                 "device": self._device_id,
                 "camera": item.frame.camera,
                 "frame": item.frame.number,
+                "reason": item.frame.reason,  # why it was classified: sampled, first, change, max_interval
                 "captured_at": round(item.frame.captured_wall, 3),
                 "model": dict(model),
                 "top_k": predictions,

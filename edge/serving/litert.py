@@ -56,7 +56,7 @@ def _tensor_name(name: str) -> str:
 
 def litert_available() -> bool:
     try:
-        import ai_edge_litert.interpreter  # noqa: F401
+        import ai_edge_litert.interpreter  # optional runtime: extra `litert`  # noqa: F401
     except ImportError:
         return False
     return True

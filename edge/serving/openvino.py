@@ -35,7 +35,7 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_
 
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401  (optional runtime: extra `openvino`)
+        import openvino  # optional runtime: extra `openvino`  # noqa: F401
     except ImportError:
         return False
     return True

@@ -17,6 +17,7 @@ import pytest
 import camera.capture
 from camera import CameraCapture, CaptureSettings, Frame, Roi
 from camera.decode import JpegDecoder, choose_scale, decode_packet, needed_size, scaled_size
+from camera.pyav import PyAVSource
 from tests.support.fakes import CameraEventRecorder
 from tests.support.frames import HD, photo_frame, preprocessor
 from tests.support.waits import wait_until
@@ -51,8 +52,9 @@ def take_frame(capture: CameraCapture, accept: Callable[[Frame], bool] = lambda 
 
 
 def decodes(source) -> tuple[int, int]:
-    """(reduced, full) JPEG decodes the source's decoder made so far."""
-    jpeg = source._grabber.jpeg
+    """(reduced, full) JPEG decodes the source's decoder made so far (OpenCV sources hold it in their
+    grabber; PyAV sources, which read HTTP MJPEG by default, hold their own)."""
+    jpeg = source.jpeg if isinstance(source, PyAVSource) else source._grabber.jpeg
     return jpeg.reduced_decodes, jpeg.full_decodes
 
 

@@ -217,5 +217,5 @@ def test_camera_stats_as_dict_is_json() -> None:
     assert set(decoded) == {
         "name", "state", "uri", "camera_fps", "process_fps", "skipped_fps", "reconnects", "last_frame_age_s",
         "frames_read", "frames_processed", "frames_skipped", "resolution", "last_error", "decoded_resolution",
-        "decode_scale", "frames_decoded", "decoded_on_take",
+        "decode_scale", "frames_decoded", "decoded_on_take", "frames_gated", "decoder", "keyframes_only",
     }

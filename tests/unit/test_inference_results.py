@@ -35,6 +35,7 @@ def test_payload_fields_and_labels() -> None:
     assert payload["top_k"] == [{"label": "dog", "index": 1, "score": 0.7}, {"label": "car", "index": 2, "score": 0.2}]
     assert payload["model"] == {"name": "m", "version": 7} and payload["roi"] == "door"
     assert payload["frame"] == 1 and payload["device"] == "dev" and payload["batch_size"] == 1
+    assert payload["reason"] == "sampled"  # no scene-change gate: every frame the fps limit keeps
     assert payload["latency_ms"]["inference"] == 12.5
 
 
