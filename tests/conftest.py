@@ -13,8 +13,10 @@
   tests/chaos/: the chaos harness and its short run.
 
 Marker `slow` (declared in pyproject.toml): end-to-end tests that start several real components or
-take more than 5 s. Everything under tests/e2e/ and tests/chaos/ is slow as a whole (added here at
-collection); `make test-fast` runs `pytest -m "not slow"`.
+take more than 5 s; `make test-fast` runs `pytest -m "not slow"`. Added here at collection, before
+`-m` deselects: to everything under tests/e2e/ and tests/chaos/, and to every test using a fixture
+in SLOW_FIXTURES (each use starts a process that takes seconds to come up); elsewhere a test says
+`@pytest.mark.slow` itself.
 """
 from __future__ import annotations
 
@@ -37,12 +39,19 @@ pytest_plugins = [
 
 TESTS = Path(__file__).resolve().parent
 SLOW_DIRS = {"e2e", "chaos"}
+SLOW_FIXTURES = {
+    "gateway_factory": "an edge-gateway process: a TensorFlow model load per start",
+    "model_server_factory": "an edge-model-server process per test: a TensorFlow import per start",
+    "tls_fleet": "a fleet CA, three identities and a TLS broker from about ten edgectl runs",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under tests/e2e/ and tests/chaos/ slow (before `-m` deselects)."""
+    """Mark slow: every test under tests/e2e/ and tests/chaos/, and every test using a SLOW_FIXTURES one."""
     for item in items:
-        parts = item.path.resolve().relative_to(TESTS).parts if item.path.resolve().is_relative_to(TESTS) else ()
-        if parts and parts[0] in SLOW_DIRS:
+        path = item.path.resolve()
+        parts = path.relative_to(TESTS).parts if path.is_relative_to(TESTS) else ()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (parts and parts[0] in SLOW_DIRS) or fixtures & SLOW_FIXTURES.keys():
             item.add_marker(pytest.mark.slow)

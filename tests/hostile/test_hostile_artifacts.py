@@ -90,6 +90,7 @@ def test_hostile_tar_members(tmp_path: Path, label: str, members, words: str) ->
     assert words in message, (label, message)
 
 
+@pytest.mark.slow
 def test_tar_bomb_many_members(tmp_path: Path) -> None:
     members = [member(f"f{i}", b"") for i in range(20_001)]
     message = extract_refused(tmp_path, tar_gz(members))
@@ -162,6 +163,7 @@ def test_bad_manifests_are_refused(doc: dict) -> None:
     assert "reg/models/x" in str(info.value)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(doc=st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(

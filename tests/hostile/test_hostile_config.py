@@ -125,6 +125,7 @@ def test_base_document_is_valid() -> None:
     assert isinstance(config, GatewayConfig) and config.cameras[0].rois[0].name == "door"
 
 
+@pytest.mark.slow
 @HYPO
 @given(target=st.sampled_from(KNOWN_KEYS), value=hostile_value)
 def test_random_values_in_known_keys(target: tuple[tuple[Any, ...], str], value: Any) -> None:
@@ -223,6 +224,7 @@ def valid_text() -> str:
     ("long-path", valid_text().replace('"/tmp/spool.db"', '"/tmp/' + "x" * 5000 + '"'), "spool.path"),
     ("huge-string", valid_text().replace('"gate-01"', '"' + "g" * 200_000 + '"'), "device_id"),
 ])
+@pytest.mark.slow
 def test_edgectl_config_check_one_line_refusals(tmp_path: Path, name: str, text: str, key: str) -> None:
     path = tmp_path / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
@@ -233,6 +235,7 @@ def test_edgectl_config_check_one_line_refusals(tmp_path: Path, name: str, text:
     assert len(lines[0]) < 1500
 
 
+@pytest.mark.slow
 def test_edgectl_config_check_non_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes(valid_text().encode() + b'# caf\xe9\n')
@@ -267,6 +270,7 @@ def test_private_mqtt_key_is_accepted(tmp_path: Path, mode: int) -> None:
     assert config.mqtt.key_file == tmp_path / "device.key"
 
 
+@pytest.mark.slow
 def test_gateway_refuses_world_readable_key_at_start(tmp_path: Path) -> None:
     doc = tls_doc(tmp_path, 0o644)
     path = tmp_path / "gateway.toml"

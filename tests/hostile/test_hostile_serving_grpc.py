@@ -35,6 +35,8 @@ from tests.support.hostile_serving import (
     tensor,
 )
 
+pytestmark = pytest.mark.slow  # the hostile server of its own (edge-model-server) and 60-example hypothesis runs
+
 HYPO = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

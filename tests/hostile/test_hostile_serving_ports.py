@@ -2,8 +2,12 @@
 say otherwise."""
 from __future__ import annotations
 
+import pytest
+
 from tests.support.hostile_serving import MODEL, is_loopback, listening_sockets
 from tests.support.paths import TFSERVING_TESTDATA
+
+pytestmark = pytest.mark.slow  # edge-model-server processes of their own
 
 
 def test_ports_bind_to_loopback_by_default(hostile_model_server) -> None:

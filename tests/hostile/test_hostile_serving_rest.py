@@ -11,10 +11,13 @@ import socket
 import threading
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.hostile_serving import MAX_BODY, MODEL, assert_rest_error, assert_still_serving, rest
+
+pytestmark = pytest.mark.slow  # the hostile server of its own (edge-model-server) and 60-example hypothesis runs
 
 HYPO = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,6 +10,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support.mqtt import NOT_AUTHORIZED
 from tests.support.processes import EDGECTL
 
@@ -25,7 +27,7 @@ def mode(path: Path) -> int:
 
 
 def test_device_cannot_command_or_impersonate_another_device(tls_fleet) -> None:
-    connect, _ = tls_fleet
+    connect, _, _ = tls_fleet
     b = connect("dev-b").connected()
     assert b.subscribe("edge/dev-b/cmd/#") == 1
     a = connect("dev-a").connected()
@@ -45,6 +47,7 @@ def test_device_cannot_command_or_impersonate_another_device(tls_fleet) -> None:
     assert ("edge/dev-b/cmd/deploy", b'{"ref": "evil"}') not in b.messages
 
 
+@pytest.mark.slow
 def test_keys_gen_and_init_tls_write_private_files_0600_under_umask_0(tmp_path: Path) -> None:
     proc = edgectl_umask0("keys", "gen", "--out", tmp_path / "keys")
     assert proc.returncode == 0, proc.stderr
@@ -62,6 +65,7 @@ def test_keys_gen_and_init_tls_write_private_files_0600_under_umask_0(tmp_path: 
     assert mode(tmp_path / "ca" / "ca.key") == 0o600 and mode(tmp_path / "ca" / "server.key") == 0o600
 
 
+@pytest.mark.slow
 def test_init_password_config_is_0600_and_opts_into_plaintext_explicitly(tmp_path: Path) -> None:
     from edge.config.loader import load_config
 

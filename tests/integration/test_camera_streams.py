@@ -82,6 +82,7 @@ def test_mpegts_stream_delivers_frames(kind: str, ffmpeg_stream_factory, capture
     assert capture.state == "online"
 
 
+@pytest.mark.slow
 def test_udp_stream_silence_trips_the_watchdog_and_recovers(ffmpeg_stream_factory, capture_factory) -> None:
     # UDP has no connection to close: only the read timeout / watchdog can notice the sender died.
     stream = ffmpeg_stream_factory("mpegts_udp", fps=10)

@@ -60,6 +60,7 @@ def test_bad_flag_combinations(argv, words):
         validate(parse_flags(argv))
 
 
+@pytest.mark.slow
 def test_unknown_flag_exits_2_with_one_line():
     result = run_model_server(["--model_base_path=/m", "--rest_api_prot=8501"])
     assert result.returncode == 2
@@ -74,6 +75,7 @@ def test_config_file_wins_over_model_base_path():
     assert flags.model_config_file == "/b"
 
 
+@pytest.mark.slow
 def test_bad_model_config_file_exits_2_with_parse_error():
     """As tensorflow_model_server: protobuf's parse line (line:col) on stderr, main.cc's
     `Failed to start server` line naming the file on stdout."""
@@ -85,6 +87,7 @@ def test_bad_model_config_file_exits_2_with_parse_error():
     assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{path}'" in result.stdout
 
 
+@pytest.mark.slow
 def test_bad_batching_file_exits_2(tmp_path):
     bad = tmp_path / "batching.txt"
     bad.write_text("max_batch_size { value: }")
@@ -94,6 +97,7 @@ def test_bad_batching_file_exits_2(tmp_path):
     assert f"Invalid protobuf file: '{bad}'" in result.stdout
 
 
+@pytest.mark.slow
 def test_help_and_version():
     result = run_model_server(["--help"])
     assert result.returncode == 0 and "--model_base_path" in result.stdout

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from provisioning.pki.ca import make_csr, new_private_key
@@ -19,7 +20,7 @@ from tests.support.processes import edgectl
 
 
 def test_device_publishes_only_its_own_topics(tls_fleet) -> None:
-    connect, _ = tls_fleet
+    connect, _, _ = tls_fleet
     operator = connect("fleet-operator").connected()
     assert operator.subscribe("edge/#") == 1
     a = connect("dev-a").connected()
@@ -35,7 +36,7 @@ def test_device_publishes_only_its_own_topics(tls_fleet) -> None:
 
 
 def test_device_receives_only_its_own_commands(tls_fleet) -> None:
-    connect, _ = tls_fleet
+    connect, _, _ = tls_fleet
     a = connect("dev-a").connected()
     b = connect("dev-b").connected()
     a.subscribe("edge/dev-b/cmd/#")  # the broker may refuse it at SUBACK or filter at delivery; either way:
@@ -56,12 +57,12 @@ def test_device_receives_only_its_own_commands(tls_fleet) -> None:
     assert not any(t.startswith("edge/dev-b/") for t, _ in a.messages)
 
 
-def test_client_without_fleet_certificate_is_refused(tls_fleet, tmp_path: Path) -> None:
-    _, broker = tls_fleet
+def test_client_without_fleet_certificate_is_refused(tls_fleet) -> None:
+    _, broker, ca_cert = tls_fleet
     connacks: list[object] = []
     dropped = threading.Event()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="nocert", protocol=paho.MQTTv5)
-    client.tls_set(ca_certs=str(tmp_path / "ca" / "ca.crt"))
+    client.tls_set(ca_certs=str(ca_cert))
     client.on_connect = lambda c, u, f, reason, p: connacks.append(reason)
     client.on_disconnect = lambda c, u, f, reason, p: dropped.set()
     try:
@@ -79,6 +80,7 @@ def test_client_without_fleet_certificate_is_refused(tls_fleet, tmp_path: Path) 
     assert refused_in_handshake or not connacks
 
 
+@pytest.mark.slow
 def test_ca_sign_refuses_bad_and_reserved_common_names(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 

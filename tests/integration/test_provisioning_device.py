@@ -37,6 +37,7 @@ def init_password(root: Path, tmp_path: Path, *extra: str) -> subprocess.Complet
                    "--model", "classifier", "--username", "gate-01", "--password-file", tmp_path / "mqtt.pw", *extra)
 
 
+@pytest.mark.slow
 def test_init_with_password_writes_a_config_the_gateway_loads(tmp_path: Path) -> None:
     root = tmp_path / "root"
     proc = init_password(root, tmp_path, "--registry", "registry.example:5000/models/classifier:stable")
@@ -55,6 +56,7 @@ def test_init_with_password_writes_a_config_the_gateway_loads(tmp_path: Path) ->
     assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.slow
 def test_init_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     root = tmp_path / "root"
     assert_one_line_error(edgectl("init", "--root", root, "--camera", "a=0", "--model", "m"), 2, "missing --device-id")
@@ -74,6 +76,7 @@ def test_init_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     assert init_password(root, tmp_path, "--force").returncode == 0
 
 
+@pytest.mark.slow
 def test_init_tls_key_csr_and_cert_install(tmp_path: Path) -> None:
     from cryptography import x509
 
@@ -117,6 +120,7 @@ def test_init_tls_key_csr_and_cert_install(tmp_path: Path) -> None:
     assert (etc / "device.key").read_bytes() == key  # ... without --force it is kept
 
 
+@pytest.mark.slow
 def test_install_and_uninstall_under_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     assert init_password(root, tmp_path).returncode == 0
@@ -149,6 +153,7 @@ def test_install_and_uninstall_under_root(tmp_path: Path) -> None:
     assert not (root / "etc/edge").exists() and not (root / "var/lib/edge").exists()
 
 
+@pytest.mark.slow
 def test_install_no_enable(tmp_path: Path) -> None:
     root = tmp_path / "root"
     proc = edgectl("install", "--root", root, "--no-enable")
@@ -157,12 +162,14 @@ def test_install_no_enable(tmp_path: Path) -> None:
     assert not (root / "etc/systemd/system/multi-user.target.wants").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["install", "--bogus"], ["init", "--camera"], ["ca", "sign"]])
 def test_bad_arguments_exit_2(argv: list[str]) -> None:
     proc = edgectl(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "error:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_init_asks_for_missing_values_on_a_terminal(tmp_path: Path) -> None:
     import pty
 

@@ -6,12 +6,15 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from edge.device.status_file import write_status
 from tests.support.status import edgectl_status as status
 from tests.support.status import health_snapshot as snapshot
 from tests.support.waits import wait_until
 
 
+@pytest.mark.slow
 def test_edgectl_status_shows_the_device(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     write_status(path, snapshot(), interval_s=15.0)
@@ -27,6 +30,7 @@ def test_edgectl_status_shows_the_device(tmp_path: Path) -> None:
     assert raw.returncode == 0 and json.loads(raw.stdout)["cameras"][0]["name"] == "front"
 
 
+@pytest.mark.slow
 def test_edgectl_status_when_the_daemon_is_not_running(tmp_path: Path) -> None:
     proc = status(tmp_path / "status.json")
     assert proc.returncode == 1 and proc.stdout == ""

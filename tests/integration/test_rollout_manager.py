@@ -24,6 +24,7 @@ from tests.support.frames import BLUE, RED
 from tests.support.waits import wait_until
 
 
+@pytest.mark.slow
 def test_rollout_state_machine(tmp_path: Path, registry, colour_packages) -> None:
     client = registry.client()
     channel = Reference.parse(f"{registry.address}/models/colour:stable")

@@ -124,6 +124,7 @@ def _demo_top1(store: Path, images: list[np.ndarray]) -> list[tuple[int, float]]
     return [(int(p.argmax()), float(p.max())) for p in probs]
 
 
+@pytest.mark.slow
 def test_demo_model_classifies_cat_and_coffee(demo_model_store: Path) -> None:
     version = demo_model_store / "efficientnet_lite0" / "1"
     labels = (version / "assets.extra/labels.txt").read_text().splitlines()
@@ -139,6 +140,7 @@ def test_demo_model_classifies_cat_and_coffee(demo_model_store: Path) -> None:
     assert coffee in COFFEE_CLASS_IDS and coffee_p > 0.5, (labels[coffee], coffee_p)
 
 
+@pytest.mark.slow
 def test_demo_model_signature(demo_model_store: Path) -> None:
     from tools.build_demo_model import describe_signature
 
@@ -168,6 +170,7 @@ def test_colour_model_known_answers(colour_model_store: Path) -> None:
         assert np.allclose(logits[0], [10.0, -10.0, -10.0], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_demo_video_segments_match_the_model(demo_video: tuple[Path, Path],
                                              demo_model_store: Path) -> None:
     video, sidecar = demo_video

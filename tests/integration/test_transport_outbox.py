@@ -220,6 +220,7 @@ def take_over_session(broker: MosquittoBroker, client_id: str) -> None:
         intruder.loop_stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outage", ["kill", "stop", "session-taken-over"])
 def test_broker_outage_mid_stream_every_seq_arrives(
     outage: str, mosquitto: MosquittoBroker, mqtt_recorder, make_reporter
@@ -282,6 +283,7 @@ def test_broker_outage_mid_stream_every_seq_arrives(
     assert stats["reconnects"] == 1 and stats["inflight"] == 0
 
 
+@pytest.mark.slow
 def test_large_backlog_drains_in_pages(mosquitto: MosquittoBroker, mqtt_recorder, tmp_path: Path,
                                        make_reporter) -> None:
     spool_path = tmp_path / "big.db"

@@ -153,6 +153,7 @@ def test_unreadable_files(tmp_path: Path, kind: str) -> None:
     assert cli.main(["config", "check", str(path)]) == 2
 
 
+@pytest.mark.slow
 def test_entry_points_exit_2_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("fps = 5", "fps = -5"))
     for argv in ([str(BIN / "edgectl"), "config", "check", str(path)],
@@ -164,6 +165,7 @@ def test_entry_points_exit_2_without_traceback(tmp_path: Path) -> None:
         assert "cameras[0].fps" in proc.stderr
 
 
+@pytest.mark.slow
 def test_edgectl_help_lists_commands() -> None:
     proc = subprocess.run([str(BIN / "edgectl"), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0

@@ -106,6 +106,7 @@ def test_private_pool_leaves_default_pool_alone(pb: protos.ProtoMessages) -> Non
     assert official.PredictRequest().model_spec.name == ""  # official classes still work
 
 
+@pytest.mark.slow
 def test_ours_first_then_official_in_a_fresh_process() -> None:
     code = (
         "from edge.serving.protos import messages\n"
