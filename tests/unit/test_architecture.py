@@ -5,7 +5,9 @@
     function-level import of a third-party module carries a one-line reason (a comment on the same
     line or on the line above);
 (c) no .py file in edge/, camera/, provisioning/, tests/, bench/, tools/ over 400 lines, except the
-    vendored protos under edge/serving/protos/.
+    vendored protos under edge/serving/protos/;
+(d) no module under tests/ imports a test module (`tests.**.test_*`): fixtures come from the plugins
+    in tests/fixtures/, helpers from tests/support/.
 
 Each failure names the modules, files and lines at fault.
 """
@@ -206,3 +208,29 @@ def test_no_python_file_over_400_lines() -> None:
         if count > MAX_LINES:
             too_long.append(f"{path.relative_to(REPO)}: {count} lines")
     assert not too_long, f"files over {MAX_LINES} lines (split them by topic):\n" + "\n".join(too_long)
+
+
+# ------------------------------------------------------------------------------------- (d) tests import no tests
+
+def imports_of_test_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, module) for every import of a `tests.**.test_*` module."""
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "tests" and any(part.startswith("test_") for part in parts[1:]):
+                yield node.lineno, name
+                break
+
+
+def test_no_test_module_imports_another() -> None:
+    found = []
+    for path in python_files("tests"):
+        for line, module in imports_of_test_modules(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            found.append(f"{path.relative_to(REPO)}:{line}: imports {module}")
+    assert not found, ("test modules import other test modules (move what they share to tests/support/, "
+                       "fixtures to tests/fixtures/):\n" + "\n".join(found))
