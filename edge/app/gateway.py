@@ -243,6 +243,7 @@ class Gateway:
             backend_error=backend.get("last_error"),
             rollout_state=RolloutState.parse(rollout["state"]) if rollout else None,
             rollout_error=rollout.get("last_error") if rollout else None,
+            model_problems=tuple(rollout.get("problems") or ()) if rollout else (),
             inference=inference,
             inference_errors_recent=errors_recent,
             inference_error=pipeline.last_error,

@@ -18,7 +18,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from edge.app.wiring import load_candidate, load_classifier, model_base, registry_client, rollout_settings
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.app.wiring import (
+    device_target,
+    load_candidate,
+    load_classifier,
+    model_base,
+    registry_client,
+    rollout_settings,
+)
 from edge.config.schema import GatewayConfig
 from edge.device.health import HealthInputs, HealthMonitor
 from edge.errors import (
@@ -33,7 +42,8 @@ from edge.errors import (
     StartupError,
 )
 from edge.inference.pipeline import InferencePipeline
-from edge.models.artifact.signing import load_public_key
+from edge.models.artifact.legacy import DEPRECATION
+from edge.models.artifact.signing import load_model_public_key
 from edge.models.state import RolloutState, StateStore, choose_serving, recover
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager
@@ -90,16 +100,18 @@ class ModelUpdates:
         public_key = None
         if reg.public_key is not None:
             try:
-                public_key = load_public_key(reg.public_key)
+                public_key = load_model_public_key(reg.public_key)
             except ArtifactError as exc:
                 raise StartupError(f"registry.public_key: {exc}") from None
+            if isinstance(public_key, Ed25519PublicKey):
+                logger.warning("registry.public_key %s: %s", reg.public_key, DEPRECATION)
         base = model_base(self.config)
         try:
             base.mkdir(parents=True, exist_ok=True)
             state_store = StateStore(base)
             state = recover(state_store.load(), base)
             installer = ModelInstaller(base, registry_client(reg), state_store, public_key=public_key,
-                                       max_bytes=int(reg.max_mb * 1048576))
+                                       max_bytes=int(reg.max_mb * 1048576), target=device_target(self.config))
             installer.cleanup()
             state_store.save(state)
         except OSError as exc:
@@ -184,6 +196,7 @@ class ModelUpdates:
             self.reporter.publish_health(self.health.snapshot(HealthInputs(
                 model={"name": self.config.model.name, "version": None, "rollout": summary},
                 rollout_state=RolloutState.parse(summary["state"]), rollout_error=summary.get("last_error"),
+                model_problems=tuple(summary.get("problems") or ()),
                 mqtt=mqtt, mqtt_connected=bool(mqtt["connected"]), spool_error=mqtt["spool"].get("last_error"))))
             self.reporter.publish_retained("model", rollout.summary())
 

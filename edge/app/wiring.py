@@ -5,23 +5,27 @@ added to a config section and to the settings it feeds needs no copy here.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
 from camera import CaptureSettings, GateSettings, Roi
 from edge.config.schema import CameraConfig, GatewayConfig, RegistryConfig
 from edge.errors import CandidateLoadError
+from edge.models.artifact.pull import Target
 from edge.models.metadata import PreprocessSpec
 from edge.models.store import ModelStore, ModelVersion
 from edge.rollout.policy import RolloutSettings
 from edge.serving.base import Classifier
 from edge.serving.embedded import EmbeddedClassifier
 from edge.serving.tfserving import TFServingClassifier, wait_tfserving_available
+from edge.transport import dockerconfig
 from edge.transport.homeassistant import DiscoverySettings
 from edge.transport.mqtt import MqttSettings
 from edge.transport.oci import RegistryClient
 from edge.util.derive import settings_from
 from edge.util.ociref import Reference
+from edge.util.platforms import host_platform, parse_platform
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +56,26 @@ def discovery_settings(config: GatewayConfig) -> DiscoverySettings:
 
 
 def registry_client(registry: RegistryConfig) -> RegistryClient:
+    """The OCI client for `[registry]`: its username/password, else the docker config it names (if any)."""
     ref = Reference.parse(registry.ref)
+    docker_config = registry.docker_config
+    lookup = (lambda: dockerconfig.lookup(ref.registry, docker_config)) if docker_config is not None else None
     return RegistryClient(ref.registry, username=registry.username, password=registry.password,
-                          insecure=registry.insecure, ca_file=registry.ca_file, timeout_s=registry.timeout_s)
+                          insecure=registry.insecure, ca_file=registry.ca_file, timeout_s=registry.timeout_s,
+                          credentials=lookup)
+
+
+def device_target(config: GatewayConfig) -> Target:
+    """What variants of a multi-platform version this device takes: `registry.platform` (default: this
+    machine) and `registry.accelerators` (default: `litert` when the embedded backend has LiteRT)."""
+    reg = config.registry
+    platform = parse_platform(reg.platform) if reg is not None and reg.platform else host_platform()
+    if reg is not None and reg.accelerators is not None:
+        accelerators = tuple(reg.accelerators)
+    else:
+        litert = config.serving.backend == "embedded" and importlib.util.find_spec("ai_edge_litert") is not None
+        accelerators = ("litert",) if litert else ()
+    return Target(platform, accelerators)
 
 
 def preprocess_override(config: GatewayConfig) -> PreprocessSpec | None:

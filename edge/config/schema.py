@@ -29,6 +29,7 @@ from edge.config.fields import Strict as _Strict
 from edge.config.fields import check_name as _check_name
 from edge.config.fields import no_control as _no_control
 from edge.util.ociref import Reference
+from edge.util.platforms import parse_platform
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +206,9 @@ class RegistryConfig(_Strict):
 
     `ref` names the model repository and a tag (a version number or a channel such as `stable`);
     the gateway installs whatever digest the tag points to, after verifying it. `insecure = true`
-    talks plain HTTP (loopback and labs only). With `public_key` set, unsigned or badly signed
-    artifacts are refused.
+    talks plain HTTP (loopback and labs only). With `public_key` set (EC P-256: OpenSSF model-signing;
+    ed25519: the deprecated 0.2 format), unsigned or badly signed artifacts are refused. `platform` and
+    `accelerators` choose among the variants of a multi-platform version.
     """
 
     ref: str
@@ -218,6 +220,9 @@ class RegistryConfig(_Strict):
     public_key: Path | None = None
     max_mb: float = Field(default=2048.0, gt=0, le=1_000_000)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    docker_config: Path | None = None  # a docker config.json (auths, credential helpers) when username is unset
+    platform: str | None = None  # os/arch[/variant] picked from multi-platform versions; default: this machine
+    accelerators: list[str] | None = None  # accelerator variants this device serves, preferred first; default: auto
 
     @field_validator("ref")
     @classmethod
@@ -228,11 +233,24 @@ class RegistryConfig(_Strict):
             raise ValueError(str(exc)) from None
         return v
 
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, v: str | None) -> str | None:
+        return None if v is None else str(parse_platform(v))
+
+    @field_validator("accelerators")
+    @classmethod
+    def _accelerators(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,31}", name):
+                raise ValueError(f"accelerator {name[:40]!r}: lowercase letters, digits, '_', '.', '-' (e.g. cuda, litert)")
+        return v
+
     @model_validator(mode="after")
     def _files(self) -> RegistryConfig:
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password must be given together")
-        for key in ("ca_file", "public_key"):
+        for key in ("ca_file", "public_key", "docker_config"):
             _check_file(getattr(self, key), key)
         if self.insecure and self.ca_file is not None:
             raise ValueError("ca_file makes no sense with insecure = true (plain HTTP)")

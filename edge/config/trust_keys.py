@@ -78,7 +78,9 @@ KEYS: dict[str, KeyRule] = {
     "results.publish": _LIVE,
     "results.min_score": _LIVE,
     **{f"registry.{k}": _anchor(_REGISTRY) for k in ("ref", "username", "password", "insecure", "ca_file",
-                                                     "public_key")},
+                                                     "public_key", "docker_config")},
+    "registry.platform": _RESTART,  # chooses among variants that are all signed
+    "registry.accelerators": _RESTART,
     "registry.max_mb": _anchor(_BOUND),
     "registry.timeout_s": _anchor(_BOUND),
     "registry.poll_interval_s": _RESTART,

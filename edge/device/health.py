@@ -33,6 +33,7 @@ class HealthInputs:
     backend_error: str | None = None
     rollout_state: RolloutState | None = None  # None without a registry
     rollout_error: str | None = None
+    model_problems: Sequence[str] = ()  # e.g. a followed channel whose signed statement expired
     inference: dict[str, Any] = field(default_factory=dict)
     inference_errors_recent: bool = False
     inference_error: str | None = None
@@ -51,6 +52,7 @@ def problems(inputs: HealthInputs, waiting_for_model: str | None = None) -> list
         found.append(waiting_for_model)
     if inputs.rollout_error and inputs.rollout_state is not RolloutState.ROLLED_BACK:
         found.append(f"model rollout: {inputs.rollout_error}")
+    found += [f"model: {problem}" for problem in inputs.model_problems]
     found += [f"camera {cam.name} {cam.state}" for cam in inputs.cameras if cam.state != "online"]
     if inputs.backend_state != "ok":
         found.append(f"serving backend {inputs.backend_state}: {inputs.backend_error}")

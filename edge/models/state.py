@@ -8,12 +8,18 @@
      "validated": ["sha256:…"], "ref": null,
      "highest": {"version": 2, "digest": "sha256:…"},
      "rollback_allowed": {"sha256:…": {"version": 1, "expires": 1795712890.0, "counter": 7}},
+     "artifacts": {"sha256:…": {"variant": {"manifest": "sha256:…", "platform": "linux/arm64", "accelerator": null},
+                                "signature": "model-signing", "signed_by": "<key hint>"}},
+     "channels": {"reg:5000/models/m:stable": {"digest": "sha256:…", "issued_at": 1795626490.0,
+                                               "expires": 1796231290.0, "status": "fresh", "reason": null}},
      "last_error": null, "updated_at": 1795626490.1}
 
 ``highest`` is the newest version this device ever validated: an older one (or another build of the
 same number) is refused unless ``rollback_allowed`` holds its digest, put there by a rollback
 document signed by the fleet root key (until it expires, and only until that version is switched
-in). See :func:`edge.rollout.policy.stale_version`.
+in). See :func:`edge.rollout.policy.stale_version`. ``artifacts`` records how each installed digest was
+verified and which variant of a multi-platform version it is; ``channels`` the newest signed channel statement seen per
+followed channel (:func:`edge.rollout.policy.judge_channel`: an older one is refused).
 
 Writes go to a temp file in the same folder, are fsynced, renamed over the old file and the folder
 is fsynced: after a power cut the file is either the old or the new document, never a torn one.
@@ -86,6 +92,8 @@ class ModelState:
     highest_version: int | None = None  # the newest version ever validated here (rollback protection)
     highest_digest: str | None = None
     rollback_allowed: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> signed allowance
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> {variant, signature, signed_by}
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel ref -> newest signed statement seen
     last_error: str | None = None
     updated_at: float = 0.0
 
@@ -105,6 +113,8 @@ class ModelState:
             "ref": self.ref,
             "highest": pair(self.highest_version, self.highest_digest),
             "rollback_allowed": {d: dict(a) for d, a in self.rollback_allowed.items()},
+            "artifacts": {d: dict(v) for d, v in self.artifacts.items()},
+            "channels": {c: dict(s) for c, s in self.channels.items()},
             "last_error": self.last_error,
             "updated_at": self.updated_at,
         }
@@ -129,6 +139,8 @@ class ModelState:
             highest_version=highest.get("version"),
             highest_digest=highest.get("digest"),
             rollback_allowed={str(d): dict(a) for d, a in allowed.items() if isinstance(a, dict)},
+            artifacts={str(d): dict(v) for d, v in (doc.get("artifacts") or {}).items() if isinstance(v, dict)},
+            channels={str(c): dict(s) for c, s in (doc.get("channels") or {}).items() if isinstance(s, dict)},
             last_error=doc.get("last_error"),
             updated_at=float(doc.get("updated_at") or 0.0),
         )
@@ -149,6 +161,8 @@ class ModelState:
             "bad": sorted(self.bad),
             "highest": {"version": self.highest_version, "digest": self.highest_digest},
             "rollback_allowed": sorted(self.rollback_allowed),
+            "variant": self.artifacts.get(self.serving_digest or "", {}).get("variant"),
+            "signature": self.artifacts.get(self.serving_digest or "", {}).get("signature"),
             "last_error": self.last_error,
         }
 
@@ -208,6 +222,7 @@ def recover(state: ModelState, model_base: Path) -> ModelState:
             state.installed[version] = digest
         state.installing = None
     state.installed = {v: d for v, d in state.installed.items() if v in present}
+    state.artifacts = {d: a for d, a in state.artifacts.items() if d in state.installed.values()}
     if state.previous_version is not None and state.previous_version not in present:
         state.previous_version = state.previous_digest = None
     if state.highest_version is None and state.serving_version is not None:

@@ -27,8 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
 from edge.errors import ModelInstallError, StaleVersionError
-from edge.models.artifact.pull import pull_model
+from edge.models.artifact.attached import attached_blobs
+from edge.models.artifact.channel import CHANNEL_ARTIFACT_TYPE, ChannelStatement, newest_statement
+from edge.models.artifact.modelsig import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES
+from edge.models.artifact.pull import PulledModel, Target, pull_model
 from edge.models.state import ModelState, StateStore
 from edge.models.store import is_version_dir, list_versions
 from edge.rollout.policy import stale_version
@@ -48,6 +53,13 @@ class Installed:
     path: Path
     signed_by: str | None = None
     downloaded: bool = True  # False when the digest was already on disk
+    signature: str | None = None  # "model-signing", "ed25519" (deprecated) or None (no key configured)
+    variant: dict[str, Any] | None = None  # the variant of a multi-platform version
+
+
+def is_channel(ref: Reference) -> bool:
+    """A channel is a non-numeric tag followed by tag, not by digest (`stable`, `canary`)."""
+    return ref.digest is None and ref.tag is not None and not ref.tag.isdigit()
 
 
 def fsync_tree(root: Path) -> None:
@@ -83,9 +95,10 @@ class ModelInstaller:
         model_base: Path,
         client: Any,  # edge.registry.RegistryClient
         state_store: StateStore,
-        public_key: Any = None,  # from edge.models.artifact.load_public_key
+        public_key: Any = None,  # from edge.models.artifact.signing.load_model_public_key
         max_bytes: int = 2 << 30,
         puller: Callable[..., Any] | None = None,
+        target: Target | None = None,  # which variants this device takes (default: this machine, no accelerator)
     ) -> None:
         self.model_base = Path(model_base)
         self.model_name = self.model_base.name
@@ -94,6 +107,7 @@ class ModelInstaller:
         self.state_store = state_store
         self.public_key = public_key
         self.max_bytes = max_bytes
+        self.target = target or Target.here()
         if puller is None:
             puller = pull_model
         self._pull = puller
@@ -126,14 +140,24 @@ class ModelInstaller:
         """
         self.staging.mkdir(parents=True, exist_ok=True)
         pulled = self._pull(self.client, ref, self.staging, public_key=self.public_key,
-                            max_bytes=self.max_bytes, progress=progress)
+                            max_bytes=self.max_bytes, progress=progress, target=self.target)
         try:
             return self._move_in(pulled, state)
         finally:
             if Path(pulled.path).exists():
                 shutil.rmtree(pulled.path, ignore_errors=True)
 
-    def _move_in(self, pulled: Any, state: ModelState) -> Installed:
+    def channel_statement(self, ref: Reference, digest: str) -> tuple[ChannelStatement | None, list[str]] | None:
+        """The newest verified channel statement for the channel tag `ref` at `digest` (and why others were
+        skipped); None when this device does not judge channels (no EC model key, or `ref` is no channel)."""
+        if not isinstance(self.public_key, EllipticCurvePublicKey) or not is_channel(ref):
+            return None
+        assert ref.tag is not None
+        found = attached_blobs(self.client, ref.repository, digest, CHANNEL_ARTIFACT_TYPE, BUNDLE_MEDIA_TYPE,
+                               max_bytes=MAX_BUNDLE_BYTES)
+        return newest_statement(found, self.public_key, ref.repository, ref.tag, digest)
+
+    def _move_in(self, pulled: PulledModel, state: ModelState) -> Installed:
         if pulled.name != self.model_name:
             raise ModelInstallError(f"artifact {pulled.digest[:19]} is model {pulled.name!r}; this device serves "
                                f"{self.model_name!r} (push it to this model's repository or fix [model].name)")
@@ -145,7 +169,8 @@ class ModelInstaller:
         known = state.installed.get(version)
         if target.exists() or (self.model_base / f"{version:08d}").exists():
             if known == pulled.digest and is_version_dir(target):
-                return Installed(version, pulled.digest, target, pulled.signed_by, downloaded=True)
+                return Installed(version, pulled.digest, target, pulled.signed_by, True, pulled.signature,
+                                 pulled.variant)
             raise ModelInstallError(
                 f"version {version} is already installed with digest {known or 'unknown (placed by hand)'}; "
                 f"the artifact {pulled.digest} is a different build: publish it under a new version number"
@@ -160,15 +185,17 @@ class ModelInstaller:
         fsync_dir(self.model_base)
         fsync_dir(self.staging)
         state.installed[version] = pulled.digest
+        state.artifacts[pulled.digest] = {"variant": pulled.variant, "signature": pulled.signature,
+                                          "signed_by": pulled.signed_by}
         state.installing = None
         self.state_store.save(state)
         logger.info("installed %s version %d (%s)", self.model_name, version, pulled.digest)
-        return Installed(version, pulled.digest, target, pulled.signed_by)
+        return Installed(version, pulled.digest, target, pulled.signed_by, True, pulled.signature, pulled.variant)
 
     def remove(self, version: int, state: ModelState) -> None:
         """Delete a version folder (never call for the serving or previous one)."""
         remove_version_dir(self.model_base, version)
-        state.installed.pop(version, None)
+        state.artifacts.pop(state.installed.pop(version, ""), None)
         self.state_store.save(state)
 
     def prune(self, state: ModelState, keep: int) -> list[int]:
@@ -184,7 +211,7 @@ class ModelInstaller:
         for version in removed:
             logger.info("removing old version %d of %s", version, self.model_name)
             remove_version_dir(self.model_base, version)
-            state.installed.pop(version, None)
+            state.artifacts.pop(state.installed.pop(version, ""), None)
         if removed:
             self.state_store.save(state)
         return removed

@@ -30,6 +30,7 @@ from typing import Any
 from edge.errors import CandidateLoadError, RolloutError
 from edge.models.state import ModelState, RolloutState, StateStore
 from edge.models.store import ModelVersion, is_version_dir
+from edge.rollout.channels import ChannelWatch
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.policy import Check, RolloutSettings, decide_check, install_failure, stale_version
 from edge.rollout.switch import ServingPipeline, VersionSwitch
@@ -69,6 +70,7 @@ class RolloutManager:
         self.switch = VersionSwitch(state=state, lock=self._lock, installer=installer, loader=loader,
                                     settings=settings, set_state=self._set, emit=self._emit)
         self.switch.pipeline = pipeline
+        self.channels = ChannelWatch(installer, state, self._lock, self._emit, self._set)
         self._digest_failures: dict[str, int] = {}
         self._last_problem: str | None = None
 
@@ -139,6 +141,9 @@ class RolloutManager:
             doc["probation_left_s"] = round(max(0.0, probation.ends - time.monotonic()), 1) if probation else None
             doc["checks"] = self.checks
             doc["check_failures"] = self.check_failures
+            doc["channel"] = self.channels.summary(self.active_ref())
+            problem = self.channels.problem(self.active_ref())
+            doc["problems"] = [problem] if problem else []
             pipeline = self.switch.pipeline
         backend = pipeline.classifier.health() if pipeline is not None else {}
         doc["runtime"] = backend.get("runtime")  # which runtime and precision serve (embedded: runtime selection)
@@ -245,7 +250,9 @@ class RolloutManager:
                 self._last_problem = problem
             self._set(error=problem)
             self.watcher.failed(problem)
+            self.channels.unreachable(ref)
             return None
+        stale_channel = self.channels.check(ref, digest)
         recorded = self.state.version_of(digest)
         present = recorded is not None and is_version_dir(self.model_base / str(recorded))
         decision = decide_check(digest, self.state, forced=forced, version_present=present)
@@ -258,6 +265,9 @@ class RolloutManager:
             if self._last_problem != f"bad {digest}":
                 logger.info("%s points to %s, known bad (%s); not deploying", ref, digest, self.state.bad[digest])
                 self._last_problem = f"bad {digest}"
+            return None
+        if stale_channel:  # a new digest needs a fresh signed statement on this channel; wait for one
+            logger.info("%s points to %s without a fresh channel statement; not installing it", ref, digest)
             return None
         if decision.retry_bad:
             with self._lock:
@@ -290,7 +300,7 @@ class RolloutManager:
             return None
         self._digest_failures.pop(digest, None)
         self._emit("model_downloaded", ref=str(ref), digest=digest, version=installed.version,
-                   signed_by=installed.signed_by)
+                   signed_by=installed.signed_by, signature=installed.signature, variant=installed.variant)
         return installed.version
 
     def _install_failed(self, digest: str, reason: str, permanent: bool) -> None:

@@ -15,6 +15,8 @@ here from plain values, so each rule can be tested alone:
   -> keep watching, passed, or roll back with the reason;
 - :func:`stale_version`: is a version older than one this device already accepted (a rollback
   attack from the registry or the broker), and does a signed rollback allow it?
+- :func:`judge_channel`: is the followed channel's newest signed statement fresh, expired, missing or
+  older than one already seen (freeze and replay of a channel)?
 - :func:`baseline_latency_ms` and :func:`next_backoff`.
 """
 from __future__ import annotations
@@ -23,9 +25,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from edge.errors import ArtifactError, DigestMismatch, ModelInstallError, RegistryError
+from edge.models.artifact.channel import ChannelStatement
 from edge.models.state import ModelState
+from edge.util.signed import utc_text
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +212,64 @@ def stale_version(state: ModelState, version: int, digest: str, now: float) -> s
         why = f"older than version {highest}, which this device already accepted"
     return (f"rollback refused: version {version} is {why}; publish a new version number, or allow this one "
             f"with a signed rollback document (`edgectl trust sign rollback --version {version} --digest {digest}`)")
+
+
+class ChannelStatus(str, Enum):
+    """What a followed channel's signed statements say (the `channel.status` of the `model` state)."""
+
+    UNSIGNED = "unsigned"  # no statement ever seen for this channel: none is required
+    FRESH = "fresh"  # the newest statement names this digest and has not expired
+    EXPIRED = "expired"  # the newest statement expired: not re-signed in time, or a frozen registry
+    MISSING = "missing"  # statements were seen before, none names this digest now
+    REPLAYED = "replayed"  # the newest statement is older than one already seen: refused
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ChannelVerdict:
+    status: ChannelStatus
+    record: dict[str, Any] | None  # what the state keeps for the channel (None: nothing to keep)
+    reason: str | None = None
+
+    @property
+    def problem(self) -> bool:
+        """A fresh statement was required and is not there: health reports it, new digests wait."""
+        return self.status in (ChannelStatus.EXPIRED, ChannelStatus.MISSING, ChannelStatus.REPLAYED)
+
+
+def judge_channel(channel: str, seen: dict[str, Any] | None, statement: ChannelStatement | None, digest: str,
+                  now: float) -> ChannelVerdict:
+    """The newest verified statement for `channel` at `digest` (None: there is none) against the newest
+    one seen before (`seen`, from the model state). Once a channel has had a statement, a fresh one is
+    required: TUF's timestamp role, so a registry that freezes the channel is noticed."""
+    def record(status: ChannelStatus, reason: str | None, source: dict[str, Any]) -> ChannelVerdict:
+        return ChannelVerdict(status, {**source, "status": status.value, "reason": reason}, reason)
+
+    if statement is None:
+        if seen is None:
+            return ChannelVerdict(ChannelStatus.UNSIGNED, None)
+        return record(ChannelStatus.MISSING, f"channel {channel}: no signed channel statement for {digest[:19]} "
+                      f"(the newest seen, for {str(seen.get('digest'))[:19]}, expires {utc_text(seen['expires'])}); "
+                      "the publisher re-signs with `edgectl model promote --lifetime`", seen)
+    found = {"digest": statement.digest, "version": statement.version, "issued_at": statement.issued_at,
+             "expires": statement.expires}
+    if seen is not None and statement.issued_at < float(seen.get("issued_at", 0)):
+        return record(ChannelStatus.REPLAYED, f"channel {channel}: statement issued {utc_text(statement.issued_at)} "
+                      f"is older than one already seen (issued {utc_text(seen['issued_at'])}); refused", seen)
+    if statement.expires <= now:
+        return record(ChannelStatus.EXPIRED, f"channel {channel}: the newest signed statement (issued "
+                      f"{utc_text(statement.issued_at)}) expired at {utc_text(statement.expires)}; the publisher did not "
+                      "re-sign it in time, or the registry serves a frozen channel", found)
+    return record(ChannelStatus.FRESH, None, found)
+
+
+def channel_expired(channel: str, seen: dict[str, Any] | None, now: float) -> ChannelVerdict | None:
+    """When the registry cannot be asked: the statement seen last, judged on the clock alone."""
+    if seen is None or float(seen.get("expires", 0)) > now or seen.get("status") == ChannelStatus.EXPIRED.value:
+        return None
+    reason = (f"channel {channel}: the newest signed statement seen expired at {utc_text(seen['expires'])} "
+              "and the registry cannot be reached")
+    return ChannelVerdict(ChannelStatus.EXPIRED, {**seen, "status": ChannelStatus.EXPIRED.value, "reason": reason},
+                          reason)

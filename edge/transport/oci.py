@@ -4,10 +4,13 @@ No TensorFlow here: the device side imports this to watch tags and download mode
 
 - References are ``host[:port]/repo/path[:tag][@sha256:<hex>]``; the registry host is always
   explicit (there is no Docker Hub default).
-- Auth: the first request goes out anonymous (or with a cached token); on ``401`` the client reads
-  ``WWW-Authenticate``. ``Basic`` -> retry with the username/password; ``Bearer realm=...,
-  service=...,scope=...`` -> fetch a token from the realm (with the credentials when given, else
-  anonymously), cache it per repository and retry. ``401``/``403`` after that -> RegistryAuthError.
+- Auth: Basic and Bearer (:mod:`edge.transport.oci_auth`); credentials given, or found in the docker
+  config and credential helpers (:mod:`edge.transport.dockerconfig`). ``401``/``403`` after that ->
+  RegistryAuthError.
+- Referrers (OCI 1.1): :meth:`RegistryClient.referrers` asks the referrers API and, where the
+  registry has none (docker-registry 2.8 answers 404), reads the referrers tag ``sha256-<hex>``;
+  :meth:`RegistryClient.push_referrer` keeps that tag's index up to date when the registry does not
+  confirm the subject (no ``OCI-Subject`` header).
 - Content is verified: manifests fetched by digest and every blob are hashed (sha256) and a
   mismatch raises DigestMismatch. Blob downloads are resumable (``<dest>.part`` + ``Range``).
 - Bounded in size and time against a hostile or broken registry (TUF's endless-data and
@@ -33,6 +36,8 @@ import requests
 
 from edge.errors import DigestMismatch, RegistryAuthError, RegistryError, RegistryNotFound
 from edge.transport.bounded import READ_ERRORS, body_chunks, read_limited, short_reason
+from edge.transport.dockerconfig import Credentials
+from edge.transport.oci_auth import CredentialLookup, RegistryAuth
 from edge.util.fsutil import fsync_dir
 from edge.util.ociref import Reference, is_digest, sha256_digest
 
@@ -45,15 +50,9 @@ MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST])
 MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit
 CHUNK_BYTES = 1 << 20  # download read size
 UPLOAD_CHUNK_BYTES = 8 << 20  # blobs above this are pushed in PATCH chunks
+NO_REFERRERS_API = (404, 400, 405, 501)  # 404 as the spec says; older registries answer with the others
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total; total 0 = unknown)
-
-
-def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="x",service="y",scope="z"`` -> ("bearer", {...})."""
-    scheme, _, params = header.strip().partition(" ")
-    found = dict(re.findall(r'(\w+)="([^"]*)"', params))
-    return scheme.lower(), found
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -68,16 +67,18 @@ class RegistryClient:
     """One registry (``host:port``); thread-compatible, not thread-safe (one client per thread)."""
 
     def __init__(self, registry: str, *, username: str | None = None, password: str | None = None,
-                 insecure: bool = False, ca_file: Path | None = None, timeout_s: float = 30.0) -> None:
+                 insecure: bool = False, ca_file: Path | None = None, timeout_s: float = 30.0,
+                 credentials: CredentialLookup | None = None) -> None:
+        """`username`/`password` when given; else `credentials` is asked once, at the first challenge
+        (e.g. ``lambda: dockerconfig.lookup(registry)``)."""
         self.registry = registry
         self.base_url = f"{'http' if insecure else 'https'}://{registry}"
         self.timeout_s = timeout_s
-        self._credentials = (username, password or "") if username else None
         self._session = requests.Session()
         self._session.verify = str(ca_file) if ca_file else True
         self._session.headers["User-Agent"] = "edge-registry-client/1"
-        self._basic = False  # the registry asked for Basic auth
-        self._tokens: dict[str, str] = {}  # repository -> bearer token
+        given = Credentials(username, password or "", source="the given username/password") if username else None
+        self.auth = RegistryAuth(registry, self._session, timeout_s, given, None if given else credentials)
 
     def close(self) -> None:
         self._session.close()
@@ -90,18 +91,11 @@ class RegistryClient:
 
     # --- transport and auth -------------------------------------------------------------------
 
-    def _auth_headers(self, repository: str) -> dict[str, str]:
-        token = self._tokens.get(repository)
-        if token:
-            return {"Authorization": f"Bearer {token}"}
-        return {}
-
     def _send(self, method: str, url: str, repository: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
-        merged = {**self._auth_headers(repository), **headers}
-        auth = self._credentials if self._basic and self._credentials else None
+        merged = {**self.auth.headers(repository), **headers}
         try:
-            return self._session.request(method, url, headers=merged, auth=auth, timeout=self.timeout_s,
-                                         allow_redirects=True, **kwargs)
+            return self._session.request(method, url, headers=merged, auth=self.auth.basic_auth(),
+                                         timeout=self.timeout_s, allow_redirects=True, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"registry {self.registry}: TLS error ({exc.__class__.__name__}); pass a CA file "
                                 "(ca_file / --ca-file) or --insecure for a plain-http registry") from None
@@ -112,47 +106,13 @@ class RegistryClient:
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"registry {self.registry}: request failed: {exc}") from None
 
-    def _authenticate(self, response: requests.Response, repository: str) -> bool:
-        """Handle a 401 challenge; True when a retry makes sense."""
-        header = response.headers.get("WWW-Authenticate", "")
-        scheme, params = _parse_challenge(header)
-        if scheme == "basic":
-            if not self._credentials or self._basic:
-                return False
-            self._basic = True
-            return True
-        if scheme == "bearer" and params.get("realm"):
-            query = {k: params[k] for k in ("service", "scope") if k in params}
-            try:
-                reply = self._session.get(params["realm"], params=query, auth=self._credentials, timeout=self.timeout_s)
-            except requests.exceptions.RequestException as exc:
-                raise RegistryAuthError(f"registry {self.registry}: token server {params['realm']} "
-                                        f"unreachable: {short_reason(exc)}") from None
-            if reply.status_code in (401, 403):
-                raise RegistryAuthError(f"registry {self.registry}: token server refused the credentials "
-                                        f"({reply.status_code}); check username/password") from None
-            if reply.status_code != 200:
-                raise RegistryAuthError(f"registry {self.registry}: token server answered {reply.status_code}")
-            try:
-                doc = reply.json()
-                token = doc.get("token") or doc.get("access_token")
-            except (ValueError, AttributeError):
-                token = None
-            if not token:
-                raise RegistryAuthError(f"registry {self.registry}: token server sent no token")
-            if self._tokens.get(repository) == token:
-                return False
-            self._tokens[repository] = token
-            return True
-        return False
-
     def _request(self, method: str, path_or_url: str, repository: str, *, what: str,
                  headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
         url = path_or_url if path_or_url.startswith("http") else self.base_url + path_or_url
         headers = headers or {}
         response = self._send(method, url, repository, headers, **kwargs)
         for _ in range(2):
-            if response.status_code != 401 or not self._authenticate(response, repository):
+            if response.status_code != 401 or not self.auth.handle(response, repository):
                 break
             body = kwargs.get("data")
             if isinstance(body, io.IOBase):  # a file being uploaded: start it again
@@ -164,8 +124,7 @@ class RegistryClient:
         detail = _error_detail(response) if method != "HEAD" else response.reason
         response.close()
         if status == 401:
-            hint = "credentials were refused" if self._credentials else "it needs credentials (--username/--password)"
-            raise RegistryAuthError(f"registry {self.registry}: not authorised for {what}: {hint}")
+            raise RegistryAuthError(f"registry {self.registry}: not authorised for {what}: {self.auth.describe()}")
         if status == 403:
             raise RegistryAuthError(f"registry {self.registry}: access to {what} denied (403)")
         if status == 404:
@@ -211,13 +170,70 @@ class RegistryClient:
 
     def push_manifest_bytes(self, repository: str, tag: str, raw: bytes, media_type: str) -> str:
         """PUT exact manifest bytes (re-tagging keeps the digest); returns the digest."""
+        return self._put_manifest(repository, tag, raw, media_type)[0]
+
+    def _put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> tuple[str, requests.Response]:
         digest = sha256_digest(raw)
-        response = self._request("PUT", f"/v2/{repository}/manifests/{tag}", repository, what=f"{repository}:{tag}",
-                                 headers={"Content-Type": media_type}, data=raw, ok=(201, 200))
+        response = self._request("PUT", f"/v2/{repository}/manifests/{reference}", repository,
+                                 what=f"{repository}:{reference}", headers={"Content-Type": media_type}, data=raw,
+                                 ok=(201, 200))
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest:
-            raise DigestMismatch(f"registry {self.registry} stored manifest {repository}:{tag} as {stored}, sent {digest}")
-        logger.info("pushed manifest %s/%s:%s (%s)", self.registry, repository, tag, digest)
+            raise DigestMismatch(f"registry {self.registry} stored manifest {repository}:{reference} as {stored}, sent {digest}")
+        logger.info("pushed manifest %s/%s:%s (%s)", self.registry, repository, reference, digest)
+        return digest, response
+
+    # --- referrers (OCI 1.1) ----------------------------------------------------------------------
+
+    def referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose ``subject`` is `digest`, of `artifact_type` when given: from
+        the referrers API, else from the referrers tag ``sha256-<hex>`` (absent: none)."""
+        what = f"referrers of {repository}@{digest}"
+        response = self._request("GET", f"/v2/{repository}/referrers/{digest}", repository, what=what, stream=True,
+                                 headers={"Accept": OCI_INDEX}, ok=NO_REFERRERS_API + (200,),
+                                 params={"artifactType": artifact_type} if artifact_type else None)
+        if response.status_code == 200:
+            raw = read_limited(response, MAX_MANIFEST_BYTES, what, self.timeout_s)
+            try:
+                index = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise RegistryError(f"registry {self.registry}: the {what} are not JSON") from None
+        else:  # no referrers API (docker-registry 2.8 answers 404): the tag schema
+            response.close()
+            try:
+                index, _, _ = self.get_manifest(repository, referrers_tag(digest))
+            except RegistryNotFound:
+                return []
+            if index.get("mediaType") != OCI_INDEX:
+                logger.warning("%s: tag %s is not a referrers index; ignoring it", repository, referrers_tag(digest))
+                return []
+        found = index.get("manifests") if isinstance(index, dict) else None
+        return [m for m in found or [] if isinstance(m, dict) and isinstance(m.get("digest"), str)
+                and (artifact_type is None or m.get("artifactType") == artifact_type)]
+
+    def push_referrer(self, repository: str, manifest: dict[str, Any]) -> str:
+        """PUT a manifest that has a ``subject`` (by digest, untagged); when the registry does not confirm
+        the subject (``OCI-Subject``), add it to the referrers tag's index. Returns its digest."""
+        subject = manifest["subject"]["digest"]
+        raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        media_type = manifest.get("mediaType", OCI_MANIFEST)
+        digest, response = self._put_manifest(repository, sha256_digest(raw), raw, media_type)
+        if response.headers.get("OCI-Subject") == subject:
+            return digest
+        tag = referrers_tag(subject)
+        try:
+            index, _, _ = self.get_manifest(repository, tag)
+        except RegistryNotFound:
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        if index.get("mediaType") != OCI_INDEX or not isinstance(index.get("manifests"), list):
+            raise RegistryError(f"{repository}:{tag} holds something other than a referrers index; not changing it")
+        if all(m.get("digest") != digest for m in index["manifests"] if isinstance(m, dict)):
+            descriptor = {"mediaType": media_type, "digest": digest, "size": len(raw),
+                          "artifactType": manifest.get("artifactType") or manifest["config"]["mediaType"]}
+            if manifest.get("annotations"):
+                descriptor["annotations"] = manifest["annotations"]
+            index["manifests"].append(descriptor)
+            self.push_manifest(repository, tag, index)
         return digest
 
     def list_tags(self, repository: str) -> list[str]:
@@ -356,6 +372,16 @@ class RegistryClient:
             progress(size, size)
         logger.info("pushed %s (%d bytes) to %s/%s", digest, size, self.registry, repository)
         return digest
+
+
+def referrers_tag(digest: str) -> str:
+    """The OCI 1.1 referrers tag of a digest: ``sha256:<hex>`` -> ``sha256-<hex>``."""
+    return digest.replace(":", "-", 1)
+
+
+def is_attachment_tag(tag: str) -> bool:
+    """Tags that hold attachments, not versions: referrers indexes and cosign's ``.sig``/``.att``/``.sbom``."""
+    return bool(re.fullmatch(r"sha256-[0-9a-f]{64}(\.[A-Za-z0-9]+)?", tag))
 
 
 def _with_digest(location: str, digest: str) -> str:

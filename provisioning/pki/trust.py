@@ -53,11 +53,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LONG_LIFETIME_S = 30 * 86400
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, flag: str = "--expires-in") -> float:
     """'90s', '30m', '24h', '7d' -> seconds."""
     m = _DURATION_RE.match(text.strip())
     if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"--expires-in {text!r}: use a number with s, m, h or d, e.g. 24h")
+        raise UsageError(f"{flag} {text!r}: use a number with s, m, h or d, e.g. 24h")
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
@@ -128,7 +128,7 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    kid = generate_keys(args.out, force=args.force, name=ROOT_NAME)
+    kid = generate_keys(args.out, force=args.force, name=ROOT_NAME, algorithm="ed25519")
     print(f"fleet root key id {kid}")
     print(f"private key {args.out / (ROOT_NAME + '.key')}: keep it offline (it signs changes to every device's "
           f"trust anchors); public key {args.out / (ROOT_NAME + '.pub')}: install it on each device with "

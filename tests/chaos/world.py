@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.util.ociref import Reference
-from provisioning.model import push_version
+from provisioning.publish import push_version
 from tests.chaos.broker import DEVICE, NetnsBroker, Observer
 from tests.chaos.cameras import Cameras
 from tests.chaos.gateway import Gateway, read_status

@@ -2,8 +2,9 @@
 
 - swap: v1 -> v2 by polling, v2 -> v3 by MQTT command, under continuous frames: every seq
   arrives, each camera's results change version exactly once per swap, no frame fails.
-- bad artifacts, one gateway run: corrupted blob, bad signature, unsigned, `../` and symlink
-  tars, oversized layer, wrong outputs, NaN outputs — each refused with an event while v1 serves.
+- bad artifacts, one gateway run: corrupted blob, signed by another key, unsigned, tampered (a file
+  swapped, the signature copied), `../` and symlink tars (signed), oversized layer, wrong outputs,
+  NaN outputs — each refused with an event while v1 serves.
 - power loss: SIGKILL during download and after it; the restarted gateway serves a complete
   version, leaves no partial folder, and finishes the update.
 """
@@ -18,18 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.models.artifact.format import (
-    ARTIFACT_TYPE,
-    CONFIG_MEDIA_TYPE,
-    EMPTY_MEDIA_TYPE,
-    LAYER_MEDIA_TYPE,
-    SIGNATURE_ARTIFACT_TYPE,
-    SIGNATURE_MEDIA_TYPE,
-    read_description,
-)
-from edge.models.artifact.signing import load_private_key, sign_digest, signature_tag
+from edge.models.artifact.format import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, read_description
+from edge.models.artifact.modelsig import sign_folder
+from edge.models.artifact.signing import load_model_private_key
 from edge.transport.oci import OCI_MANIFEST
 from provisioning.pki.keys import generate_keys
+from tests.support.artifacts import attach_bundle, tamper
 from tests.support.config import CameraSpec, render_config
 from tests.support.frames import BLUE, RED, solid_frames
 from tests.support.mqtt import Requester, latest_retained, payloads, seq_report
@@ -80,8 +75,9 @@ def serving(recorder) -> int | None:
     return doc["serving"]["version"] if isinstance(doc, dict) else None
 
 
-def push_layer(registry, tag: str, layer: bytes, config: dict, key: Path | None) -> str:
-    """Push a hand-made layer as an edge model artifact (signed when `key` is given)."""
+def push_layer(registry, tag: str, layer: bytes, config: dict, key: Path | None, folder: Path) -> str:
+    """Push a hand-made layer as an edge model artifact; with `key`, attach a model-signing bundle of
+    `folder` (what the layer claims to hold)."""
     client = registry.client()
     repo = "models/colour"
     config_raw = json.dumps(config, sort_keys=True).encode()
@@ -91,11 +87,7 @@ def push_layer(registry, tag: str, layer: bytes, config: dict, key: Path | None)
                 "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": client.push_blob(repo, layer), "size": len(layer)}]}
     digest = client.push_manifest(repo, tag, manifest)
     if key is not None:
-        doc = json.dumps(sign_digest(load_private_key(key), digest), sort_keys=True).encode()
-        sig = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIGNATURE_ARTIFACT_TYPE,
-               "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": client.push_blob(repo, b"{}"), "size": 2},
-               "layers": [{"mediaType": SIGNATURE_MEDIA_TYPE, "size": len(doc), "digest": client.push_blob(repo, doc)}]}
-        client.push_manifest(repo, signature_tag(digest), sig)
+        attach_bundle(client, repo, digest, sign_folder(folder, load_model_private_key(key))[0])
     return digest
 
 
@@ -209,21 +201,25 @@ def test_bad_artifacts_are_refused_while_v1_serves(
         deploy_and_expect("corrupt", d, "model_install_failed", "hashes to")
         # signed with a key the device does not trust
         d = push(registry, "badsig", package(3), keys["other_key"])
-        deploy_and_expect("badsig", d, "model_install_failed", "signature")
+        deploy_and_expect("badsig", d, "model_install_failed", "signed with another key")
         # unsigned while a key is configured
         d = push(registry, "unsigned", package(4), None)
         deploy_and_expect("unsigned", d, "model_install_failed", "unsigned artifact")
+        # a registry that swaps a file and copies the signature onto the new manifest
+        d = tamper(client, "models/colour", push(registry, "source10", package(10), keys["key"]),
+                   "saved_model.pb", b"evil graph", "tampered")
+        deploy_and_expect("tampered", d, "model_install_failed", "changed: saved_model.pb")
         # ../ in the tar (signed: extraction itself must refuse it)
         folder = package(5)
         config = read_description(folder)
         member = tarfile.TarInfo("../escape.txt")
         member.size = 4
-        d = push_layer(registry, "dotdot", evil_layer(folder, member, b"evil"), config, keys["key"])
+        d = push_layer(registry, "dotdot", evil_layer(folder, member, b"evil"), config, keys["key"], folder)
         deploy_and_expect("dotdot", d, "model_install_failed", "..")
         # a symlink pointing out of the folder
         member = tarfile.TarInfo("assets.extra/link")
         member.type, member.linkname = tarfile.SYMTYPE, "../../../../etc"
-        d = push_layer(registry, "symlink", evil_layer(folder, member), config, keys["key"])
+        d = push_layer(registry, "symlink", evil_layer(folder, member), config, keys["key"], folder)
         deploy_and_expect("symlink", d, "model_install_failed", "link")
         # a layer bigger than registry.max_mb
         big = package(7)

@@ -17,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.errors import ArtifactError, DigestMismatch, RegistryError, RegistryNotFound, UnsafeArtifact
-from edge.models.artifact.format import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, check_model_manifest
+from edge.models.artifact.format import (
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
+    FILE_MEDIA_TYPE,
+    FOLDER_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    TITLE,
+)
+from edge.models.artifact.layout import check_model_manifest
 from edge.models.artifact.pull import pull_model
 from edge.models.artifact.tarsafe import safe_extract
 from edge.transport.oci import OCI_MANIFEST
@@ -136,6 +144,10 @@ def test_random_bytes_as_a_layer(tmp_path_factory: pytest.TempPathFactory, layer
 GOOD_DIGEST = "sha256:" + "a" * 64
 
 
+def titled(title: object, media_type: str = FILE_MEDIA_TYPE, digest: str = GOOD_DIGEST) -> dict:
+    return {"mediaType": media_type, "digest": digest, "size": 1, "annotations": {TITLE: title}}
+
+
 def manifest(**override) -> dict:
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": GOOD_DIGEST, "size": 10},
@@ -156,6 +168,14 @@ def manifest(**override) -> dict:
     manifest(layers=[{"mediaType": LAYER_MEDIA_TYPE, "digest": GOOD_DIGEST, "size": -1}]),
     manifest(layers=[{"mediaType": LAYER_MEDIA_TYPE, "digest": GOOD_DIGEST, "size": True}]),
     manifest(layers=[{"mediaType": LAYER_MEDIA_TYPE, "digest": GOOD_DIGEST, "size": "10"}]),
+    *[manifest(layers=[titled(name)]) for name in ("../escape", "a/../../b", "/etc/passwd", "a\\b", "a\x00b", "",
+                                                    "./a", "a//b", ".", "d/" * 40 + "f", "n" * 2000, 7, None)],
+    manifest(layers=[{"mediaType": FILE_MEDIA_TYPE, "digest": GOOD_DIGEST, "size": 1}]),  # no title
+    manifest(layers=[titled("a"), titled("a")]), manifest(layers=[titled("a"), titled("a/b")]),
+    manifest(layers=[titled("v", FOLDER_MEDIA_TYPE), titled("v/x")]),
+    manifest(layers=[titled("saved_model.pb"), manifest()["layers"][0]]),  # 0.2's archive is the only layer
+    manifest(layers=[titled("assets.extra/model.json", digest="sha256:" + "b" * 64)]),  # config != model.json
+    manifest(layers=[titled(f"f{i}") for i in range(10_001)]),
 ])
 def test_bad_manifests_are_refused(doc: dict) -> None:
     with pytest.raises(ArtifactError) as info:
@@ -251,3 +271,35 @@ def test_pull_model_refuses_hostile_artifacts(registry, tmp_path: Path) -> None:
         client.push_manifest(REPO, "missing", {**doc, "layers": [{"mediaType": LAYER_MEDIA_TYPE,
                                                                   "digest": "sha256:" + "b" * 64, "size": 5}]})
     pull_refused(registry, tmp_path, "missing", RegistryNotFound)
+
+
+@pytest.mark.slow
+def test_pull_model_refuses_hostile_titled_layers(registry, tmp_path: Path) -> None:
+    """One layer per file: folder layers that hold more than their folder, links, bombs, sizes that lie."""
+    client = registry.client()
+    config_raw = json.dumps(CONFIG).encode()
+
+    def push(tag: str, layers: list[tuple[str, bytes, str]], config: bytes = config_raw) -> None:
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+               "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": client.push_blob(REPO, config), "size": len(config)},
+               "layers": [{"mediaType": kind, "digest": client.push_blob(REPO, data), "size": len(data),
+                           "annotations": {TITLE: title}} for title, data, kind in layers]}
+        client.push_manifest(REPO, tag, doc)
+
+    pb = ("saved_model.pb", b"pb", FILE_MEDIA_TYPE)
+    push("outside", [pb, ("variables", tar_gz([member("variables/v", b"1"), member("elsewhere", b"x")]), FOLDER_MEDIA_TYPE)])
+    assert "outside 'variables/'" in pull_refused(registry, tmp_path, "outside", UnsafeArtifact)
+    push("folderlink", [pb, ("variables", tar_gz([link("variables/l", tarfile.SYMTYPE)]), FOLDER_MEDIA_TYPE)])
+    assert "link" in pull_refused(registry, tmp_path, "folderlink", UnsafeArtifact)
+    push("folderbomb", [pb, ("variables", tar_gz([member("variables/z", b"\x00" * (4 << 20))], compresslevel=9),
+                             FOLDER_MEDIA_TYPE)])
+    assert "limit" in pull_refused(registry, tmp_path, "folderbomb", UnsafeArtifact)
+    push("notafolder", [pb, ("variables", tar_gz([member("other/v", b"1")]), FOLDER_MEDIA_TYPE)])
+    pull_refused(registry, tmp_path, "notafolder", UnsafeArtifact)
+    push("big", [pb, ("variables/v", os.urandom(2 << 20), FILE_MEDIA_TYPE)])
+    assert "over the 1048576-byte limit" in pull_refused(registry, tmp_path, "big", UnsafeArtifact)
+    push("nodescription", [pb])
+    assert "model.json" in pull_refused(registry, tmp_path, "nodescription", ArtifactError)
+    bad_name = json.dumps({**CONFIG, "name": "../../escaped"}).encode()
+    push("badname", [pb, ("assets.extra/model.json", bad_name, FILE_MEDIA_TYPE)], config=bad_name)
+    assert "name" in pull_refused(registry, tmp_path, "badname", ArtifactError)

@@ -9,24 +9,27 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.errors import ArtifactError, KeyFileError, RegistryNotFound, SignatureError, UnsafeArtifact
 from edge.models.artifact.format import pack_version
+from edge.models.artifact.legacy import sign_digest, signature_tag, verify_signature
 from edge.models.artifact.pull import pull_model
 from edge.models.artifact.signing import (
+    key_hint,
     key_id,
+    load_model_private_key,
+    load_model_public_key,
     load_private_key,
     load_public_key,
-    sign_digest,
-    signature_tag,
-    verify_signature,
 )
 from edge.models.artifact.tarsafe import safe_extract
-from edge.transport.oci import OCI_MANIFEST
+from edge.transport.oci import OCI_MANIFEST, referrers_tag
 from edge.util.ociref import Reference
-from provisioning.model import push_version
 from provisioning.pki.keys import generate_keys
+from provisioning.publish import push_version
 from tests.support.packages import make_version
 
 REPO = "models/fake"
@@ -152,37 +155,47 @@ def test_sign_and_verify(tmp_path: Path) -> None:
 
 
 def test_key_files(tmp_path: Path) -> None:
-    kid = generate_keys(tmp_path / "keys")
+    kid = generate_keys(tmp_path / "keys")  # the model-signing key: EC P-256
     private, public = tmp_path / "keys" / "signing.key", tmp_path / "keys" / "signing.pub"
-    assert key_id(load_private_key(private).public_key()) == kid == key_id(load_public_key(public))
+    assert key_hint(load_model_private_key(private).public_key()) == kid == key_hint(load_model_public_key(public))
+    with pytest.raises(KeyFileError, match="not an ed25519 key"):  # the fleet root must be ed25519
+        load_public_key(public)
+    root = generate_keys(tmp_path / "root", name="fleet-root", algorithm="ed25519")
+    assert key_id(load_private_key(tmp_path / "root" / "fleet-root.key").public_key()) == root
+    assert isinstance(load_model_public_key(tmp_path / "root" / "fleet-root.pub"), Ed25519PublicKey)  # deprecated
+    odd = tmp_path / "p192.pub"
+    odd.write_bytes(ec.generate_private_key(ec.SECP192R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    with pytest.raises(KeyFileError, match="secp192r1 is not one model-signing uses.*edgectl keys gen"):
+        load_model_public_key(odd)
     private.chmod(0o640)
     with pytest.raises(KeyFileError, match="readable by group/others.*chmod 600"):
-        load_private_key(private)
+        load_model_private_key(private)
     with pytest.raises(KeyFileError, match="not an unencrypted PEM private key"):
         public.chmod(0o600)
-        load_private_key(public)
+        load_model_private_key(public)
     with pytest.raises(KeyFileError, match="cannot read"):
-        load_public_key(tmp_path / "missing.pub")
+        load_model_public_key(tmp_path / "missing.pub")
 
 
 def test_pull_model_round_trip_signed_and_unsigned(registry, tmp_path: Path) -> None:
     version = make_version(tmp_path / "fake" / "3")
-    key = Ed25519PrivateKey.generate()
+    key = ec.generate_private_key(ec.SECP256R1())
     client = registry.client()
     ref = Reference.parse(f"{registry.address}/{REPO}:3")
     digest, sig = push_version(client, ref, version, private_key=key)
-    assert sig is not None and client.list_tags(REPO) == ["3", signature_tag(digest)]
+    assert sig is not None and client.list_tags(REPO) == ["3", referrers_tag(digest)]
     pulled = pull_model(client, ref, tmp_path / "staging", public_key=key.public_key())
     assert (pulled.digest, pulled.name, pulled.version) == (digest, "fake", 3)
-    assert pulled.signed_by == key_id(key.public_key())
+    assert pulled.signed_by == key_hint(key.public_key()) and pulled.signature == "model-signing"
     assert files_of(pulled.path) == files_of(version)
     assert pulled.path.parent == tmp_path / "staging" and not pulled.path.name.isdigit()
     assert [p for p in (tmp_path / "staging").iterdir() if p != pulled.path] == []  # layer tarball removed
     by_digest = pull_model(client, Reference.parse(f"{registry.address}/{REPO}@{digest}"), tmp_path / "s2")
     assert by_digest.signed_by is None and files_of(by_digest.path) == files_of(version)
 
-    with pytest.raises(SignatureError, match="not the configured key"):
-        pull_model(client, ref, tmp_path / "s3", public_key=Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(SignatureError, match="signed with another key"):
+        pull_model(client, ref, tmp_path / "s3", public_key=ec.generate_private_key(ec.SECP256R1()).public_key())
     unsigned_ref = ref.with_tag("4")
     push_version(client, unsigned_ref, make_version(tmp_path / "fake" / "4", version=4))
     with pytest.raises(SignatureError, match="unsigned artifact"):
@@ -191,6 +204,7 @@ def test_pull_model_round_trip_signed_and_unsigned(registry, tmp_path: Path) -> 
 
 
 def test_pull_model_refuses_tampered_signature_and_foreign_artifacts(registry, tmp_path: Path) -> None:
+    """(the deprecated ed25519 format: a signature document swapped under the .sig tag)"""
     client = registry.client()
     key = Ed25519PrivateKey.generate()
     ref = Reference.parse(f"{registry.address}/{REPO}:1")
@@ -223,8 +237,8 @@ def test_pull_model_refuses_layers_over_max_bytes_and_non_version_content(regist
     with pytest.raises(UnsafeArtifact, match="over the 1000-byte limit"):
         pull_model(client, ref, tmp_path / "s", max_bytes=1000)
     manifest, _, _ = client.get_manifest(REPO, "2")
-    layer = tar_gz(tmp_path / "layer.tar.gz", [(member("README"), b"no model here")]).read_bytes()
-    manifest["layers"][0].update(digest=client.push_blob(REPO, layer), size=len(layer))
+    manifest["layers"] = [layer for layer in manifest["layers"]
+                          if layer["annotations"]["org.opencontainers.image.title"] != "saved_model.pb"]
     client.push_manifest(REPO, "2", manifest)
     with pytest.raises(ArtifactError, match="holds no saved_model.pb"):
         pull_model(client, ref, tmp_path / "s")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from edge.models.artifact.pull import pull_model
-from edge.models.artifact.signing import load_public_key, signature_tag
+from edge.models.artifact.signing import load_model_public_key
 from edge.models.golden import load_golden, mismatch
+from edge.transport.oci import referrers_tag
 from edge.util.ociref import Reference
 from provisioning.cli import main
 from tests.support.models import COLOUR_LABELS, build_colour_model
@@ -90,21 +91,24 @@ def test_package_push_promote_ls_and_pull(capsys, tmp_path: Path, registry, colo
     assert code == 0, err
     digest = stdout.strip()
     assert digest.startswith("sha256:") and len(digest) == 71
-    code, stdout, err = run(capsys, "model", "promote", ref, "1", "--channel", "stable", "--insecure")
+    code, stdout, err = run(capsys, "model", "promote", ref, "1", "--channel", "stable", "--insecure",
+                            "--lifetime", "7d", "--sign-key", keys / "signing.key")
     assert code == 0, err
     assert stdout.strip() == f"{ref}:stable -> {digest} (version 1)"
+    assert "valid for 7d" in err
     client = registry.client()
-    assert client.list_tags("models/colour") == ["1", signature_tag(digest), "stable"]
+    assert client.list_tags("models/colour") == ["1", referrers_tag(digest), "stable"]
 
     code, stdout, err = run(capsys, "model", "ls", ref, "--insecure")
     assert code == 0, err
     rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip()[:1] in ("1", "s")}
-    assert rows["1"][1:5] == ["version", "1", digest[:19], "yes"]
-    assert rows["stable"][1:5] == ["channel", "1", digest[:19], "yes"]
+    assert rows["1"][1:5] == ["version", "1", digest[:19], "model-signing"]
+    assert rows["stable"][1:5] == ["channel", "1", digest[:19], "model-signing"]
+    assert rows["stable"][5].endswith("Z") and rows["stable"][5] > model_json["created"]  # the statement's expiry
     assert model_json["created"] in rows["stable"]
 
     pulled = pull_model(client, Reference.parse(f"{ref}:stable"), tmp_path / "staging",
-                        public_key=load_public_key(keys / "signing.pub"))
+                        public_key=load_model_public_key(keys / "signing.pub"))
     assert pulled.digest == digest and pulled.signed_by == kid and pulled.version == 1
     classifier = EmbeddedClassifier(ModelVersion("colour", 1, pulled.path))
     pre = FramePreprocessor(classifier.info.image_input, classifier.info.metadata.preprocess)
@@ -134,6 +138,10 @@ def test_package_refuses_bad_input(capsys, tmp_path: Path, colour_savedmodel: Pa
                   "names output 'nope'"))
     cases.append((package_args(colour_savedmodel, out, labels_file, golden_dir, "--preprocess", "color=XYZ"),
                   "color must be RGB or BGR"))
+    cases.append((package_args(colour_savedmodel, out, labels_file, golden_dir, "--variant", "linux"),
+                  "--variant: platform 'linux': expected os/architecture"))
+    cases.append((package_args(colour_savedmodel, out, labels_file, golden_dir, "--variant", "any"),
+                  "name a platform (linux/arm64), an accelerator (any:litert), or both"))
     for argv, fragment in cases:
         code, _, err = run(capsys, *argv)
         assert code == 2, (fragment, err)
@@ -143,8 +151,11 @@ def test_package_refuses_bad_input(capsys, tmp_path: Path, colour_savedmodel: Pa
     code, _, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir))
     assert code == 2
     assert_one_line_error(err, "already exists; pass --force")
-    code, _, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir, "--force"))
+    code, _, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir, "--force",
+                                             "--variant", "linux/aarch64:litert"))
     assert code == 0 and (out / "assets.extra" / "model.json").is_file()
+    model_json = json.loads((out / "assets.extra" / "model.json").read_text())
+    assert model_json["variant"] == {"platform": "linux/arm64", "accelerator": "litert"}
     for version in ("0", "abc", "-1"):
         with pytest.raises(SystemExit) as exc:
             main(["model", "package", str(colour_savedmodel), "--name", "colour", "--version", version])
@@ -175,7 +186,8 @@ def test_package_refuses_models_that_are_not_image_classifiers(capsys, tmp_path:
     assert_one_line_error(err, "serving_default")
 
 
-def test_push_promote_ls_errors(capsys, tmp_path: Path, basic_registry) -> None:
+def test_push_promote_ls_errors(capsys, tmp_path: Path, basic_registry, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
     version = make_version(tmp_path / "fake" / "1", version=1)
     ref = f"{basic_registry.address}/models/fake"
     code, _, err = run(capsys, "model", "push", version, "models/fake:1", "--insecure")
@@ -214,6 +226,13 @@ def test_push_promote_ls_errors(capsys, tmp_path: Path, basic_registry) -> None:
         code, _, err = run(capsys, "model", "promote", ref, "1", "--channel", "12", "--insecure")
         assert code == 2
         assert_one_line_error(err, "non-numeric tag")
+        code, _, err = run(capsys, "model", "promote", ref, "1", "--channel", "canary", "--insecure", "--lifetime", "7d")
+        assert code == 2
+        assert_one_line_error(err, "--lifetime needs --sign-key")
+        code, _, err = run(capsys, "model", "promote", ref, "1", "--channel", "canary", "--insecure", "--lifetime",
+                           "7 days", "--sign-key", key / "signing.key")
+        assert code == 2
+        assert_one_line_error(err, "--lifetime '7 days': use a number with s, m, h or d")
         code, stdout, err = run(capsys, "model", "ls", ref, "--insecure")
         assert code == 0 and "no" in stdout.split()
     code, _, err = run(capsys, "model", "ls", ref, "--insecure")

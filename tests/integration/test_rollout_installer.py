@@ -11,7 +11,7 @@ from edge.errors import ModelInstallError
 from edge.models.state import STATE_FILE, ModelState, StateStore
 from edge.rollout.installer import STAGING, ModelInstaller
 from edge.util.ociref import Reference
-from provisioning.model import push_version
+from provisioning.publish import push_version
 from tests.support.packages import fake_version_folder, package_colour
 
 

@@ -18,7 +18,7 @@ from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
 from edge.serving.embedded import EmbeddedClassifier
 from edge.util.ociref import Reference
-from provisioning.model import push_version
+from provisioning.publish import push_version
 from tests.support.fakes import FailsInPipeline, RolloutRecorder, SolidCamera
 from tests.support.frames import BLUE, RED
 from tests.support.waits import wait_until

@@ -17,7 +17,7 @@ from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
 from edge.serving.tfserving import TFServingClassifier
 from edge.util.ociref import Reference
-from provisioning.model import push_version
+from provisioning.publish import push_version
 from tests.support.fakes import RolloutRecorder, SolidCamera, start_ticker
 from tests.support.frames import BLUE, RED
 from tests.support.waits import wait_until

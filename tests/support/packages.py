@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.models.artifact.signing import load_private_key
+from edge.models.artifact.signing import load_model_private_key
 from edge.util.ociref import Reference
-from provisioning.model import package, push_version
+from provisioning.modelpack import package
+from provisioning.publish import push_version
 from tests.support.frames import BLUE, GREEN, RED
 from tests.support.models import COLOUR_SIZE, build_colour_model, colour_kernel
 
@@ -101,4 +102,4 @@ def push(registry: Any, tag: str, folder: Path, key: Path | None) -> str:
     """Push a packaged version folder as `<registry>/models/colour:<tag>`; returns the digest."""
     client = registry.client()
     ref = Reference.parse(f"{registry.address}/models/colour:{tag}")
-    return push_version(client, ref, folder, private_key=load_private_key(key) if key else None)[0]
+    return push_version(client, ref, folder, private_key=load_model_private_key(key) if key else None)[0]

@@ -32,6 +32,7 @@ ATTACK_VALUES: dict[str, Any] = {
     "mqtt.url": "mqtt://evil.example:1883",
     "mqtt.username": "evil",
     "registry.ca_file": "/tmp/evil/registry-ca.pem",
+    "registry.docker_config": "/tmp/evil/docker-config.json",  # credentials from a helper of the attacker's
     "registry.insecure": True,
     "registry.max_mb": 1_000_000.0,
     "registry.password": "hunter2",

@@ -1,4 +1,4 @@
-"""The model artifact format: media types, the config document, deterministic packing, manifest checks.
+"""The model artifact format: media types, the model description (config), version folders, the 0.2 packing.
 
 See :mod:`edge.models.artifact` for the whole format."""
 from __future__ import annotations
@@ -14,39 +14,28 @@ from pathlib import Path
 from typing import Any, cast
 
 from edge.errors import ArtifactError
+from edge.util.platforms import parse_platform
 
 logger = logging.getLogger(__name__)
 
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ARTIFACT_TYPE = "application/vnd.edge.model.v1"
-
-
 CONFIG_MEDIA_TYPE = "application/vnd.edge.model.config.v1+json"
-
-
-LAYER_MEDIA_TYPE = "application/vnd.edge.model.layer.v1.tar+gzip"
-
-
-SIGNATURE_ARTIFACT_TYPE = "application/vnd.edge.model.signature.v1"
-
-
-SIGNATURE_MEDIA_TYPE = "application/vnd.edge.model.signature.v1+json"
-
-
+FILE_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"  # oras's type for a file: the raw bytes, despite the name
+FOLDER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"  # oras's type for a folder (members <title>/...)
+LAYER_MEDIA_TYPE = "application/vnd.edge.model.layer.v1.tar+gzip"  # edge 0.2: the whole folder in one layer
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-
-
+EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"  # of b"{}"
+TITLE = "org.opencontainers.image.title"
+UNPACK = "io.deis.oras.content.unpack"
+ACCELERATOR = "dev.edge.model.accelerator"
 DESCRIPTION_FILE = "assets.extra/model.json"
-
-
 MAX_CONFIG_BYTES = 1 << 20
 
 
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 
 def read_description(version_dir: Path) -> dict[str, Any]:
@@ -75,9 +64,22 @@ def check_config(doc: Any, where: str) -> None:
         raise ArtifactError(f"{where}: 'version' must be a positive integer, got {version!r}")
     if not isinstance(doc.get("input"), dict):
         raise ArtifactError(f"{where}: 'input' must be an object {{name, dtype, shape}}")
+    variant = doc.get("variant")
+    if variant is not None:
+        if not isinstance(variant, dict) or not isinstance(variant.get("platform"), (str, type(None))) \
+                or not isinstance(variant.get("accelerator"), (str, type(None))):
+            raise ArtifactError(f"{where}: 'variant' must be {{\"platform\": \"os/arch\" or null, \"accelerator\": "
+                                "name or null}")
+        try:
+            if variant.get("platform"):
+                parse_platform(variant["platform"])
+        except ValueError as exc:
+            raise ArtifactError(f"{where}: 'variant': {exc}") from None
 
 
-def _members(version_dir: Path) -> list[tuple[str, Path]]:
+def version_members(version_dir: Path) -> list[tuple[str, Path]]:
+    """(relative path, path) of every file and folder of a version folder, sorted; links and special
+    files are refused."""
     found: list[tuple[str, Path]] = []
     for root, dirs, files in os.walk(version_dir):
         dirs.sort()
@@ -91,17 +93,24 @@ def _members(version_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def pack_version(version_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the deterministic layer tar.gz of a version folder to ``out``; returns the config dict."""
+def check_version_folder(version_dir: Path) -> dict[str, Any]:
+    """The description of a packaged version folder, or ArtifactError when it is not one."""
     version_dir = Path(version_dir)
     if not ((version_dir / "saved_model.pb").is_file() or (version_dir / "model.tflite").is_file()):
         raise ArtifactError(f"{version_dir}: not a model version folder (no saved_model.pb or model.tflite)")
-    config = read_description(version_dir)
+    return read_description(version_dir)
+
+
+def pack_version(version_dir: Path, out: Path) -> dict[str, Any]:
+    """Write the edge 0.2 layer (the whole folder as one deterministic tar.gz) to ``out``; returns the
+    config dict. Devices still read this layout; ``edgectl`` pushes one layer per file now."""
+    version_dir = Path(version_dir)
+    config = check_version_folder(version_dir)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel, path in _members(version_dir):
+        for rel, path in version_members(version_dir):
             info = tarfile.TarInfo(rel)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             if path.is_dir():
@@ -114,31 +123,3 @@ def pack_version(version_dir: Path, out: Path) -> dict[str, Any]:
                     tar.addfile(info, f)
     os.replace(tmp, out)
     return config
-
-
-def check_model_manifest(manifest: dict[str, Any], where: str) -> dict[str, Any]:
-    """The single layer descriptor of an edge model manifest, or ArtifactError."""
-    media_type = manifest.get("mediaType", OCI_MANIFEST)
-    if manifest.get("schemaVersion") != 2 or media_type != OCI_MANIFEST:
-        raise ArtifactError(f"{where}: not an OCI image manifest (mediaType {media_type!r})")
-    if manifest.get("artifactType") != ARTIFACT_TYPE:
-        raise ArtifactError(f"{where}: not an edge model artifact (artifactType {manifest.get('artifactType')!r}, "
-                            f"expected {ARTIFACT_TYPE!r}); push it with `edgectl model push`")
-    config = manifest.get("config") or {}
-    if not isinstance(config, dict):
-        raise ArtifactError(f"{where}: config must be a descriptor object, got {type(config).__name__}")
-    if config.get("mediaType") != CONFIG_MEDIA_TYPE:
-        raise ArtifactError(f"{where}: config mediaType {config.get('mediaType')!r}, expected {CONFIG_MEDIA_TYPE!r}")
-    layers = manifest.get("layers") or []
-    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
-        raise ArtifactError(f"{where}: layers must be a list of descriptor objects")
-    if len(layers) != 1 or layers[0].get("mediaType") != LAYER_MEDIA_TYPE:
-        raise ArtifactError(f"{where}: must have exactly one {LAYER_MEDIA_TYPE} layer, has "
-                            f"{[layer.get('mediaType') for layer in layers][:5]}")
-    for descriptor in (config, layers[0]):
-        digest, size = descriptor.get("digest"), descriptor.get("size")
-        if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-            raise ArtifactError(f"{where}: descriptor digest {str(digest)[:80]!r} is not sha256:<64 hex digits>")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ArtifactError(f"{where}: descriptor size {size!r} is not a byte count")
-    return cast(dict[str, Any], layers[0])
