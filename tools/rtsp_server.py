@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)
         return 1
     loop = GLib.MainLoop()
-    signal.signal(signal.SIGTERM, lambda *_: loop.quit())
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, lambda: loop.quit() or False)  # in GLib's loop
     print("ready", flush=True)
     loop.run()
     return 0

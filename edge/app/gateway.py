@@ -16,7 +16,7 @@ from typing import Any
 from camera.live import LiveCamera
 from edge.app.console_sources import console_settings, console_sources
 from edge.app.model_updates import ModelUpdates
-from edge.app.wiring import camera_settings, discovery_settings, load_classifier, mqtt_settings
+from edge.app.wiring import camera_settings, discovery_settings, load_classifier, model_base, mqtt_settings
 from edge.config.patch import LiveConfig, PatchOutcome
 from edge.config.schema import GatewayConfig
 from edge.device.commands import DeviceCommands, DeviceContext, DeviceStatus
@@ -35,11 +35,13 @@ from edge.errors import (
     StartupError,
 )
 from edge.inference.batcher import FrameBatcher
+from edge.inference.calibration import CalibrationSampler
 from edge.inference.pipeline import ClassifiedBatch, InferencePipeline
 from edge.inference.results import ResultPublisher
 from edge.inference.snapshots import SnapshotTap
 from edge.models.state import RolloutState
 from edge.serving.base import Classifier
+from edge.serving.candidates import CACHE_DIR, CALIBRATION_DIR
 from edge.transport.commands import CommandRouter
 from edge.transport.homeassistant import HomeAssistantDiscovery
 from edge.transport.mqtt import Availability
@@ -76,6 +78,9 @@ class Gateway:
         self.pipeline: InferencePipeline | None = None
         self.publisher: ResultPublisher | None = None
         self.snapshots = SnapshotTap()
+        # camera frames for int8 calibration (edge.serving.candidates), embedded backend only
+        self.calibration = CalibrationSampler(model_base(config) / CACHE_DIR / CALIBRATION_DIR) \
+            if config.serving.backend == "embedded" else None
         self.commands = CommandRouter(self.reporter)
         self.updates: ModelUpdates | None = None
         if config.registry is not None:
@@ -264,6 +269,8 @@ class Gateway:
                     snapshot = self.health_snapshot()
                     self.reporter.publish_health(snapshot)
                     self._write_status_file(snapshot)
+                    if self.calibration is not None:
+                        self.calibration.tick(self.snapshots, [camera.name for camera in self.cameras])
                     if self.updates is not None:  # retained; re-sent so a broker restart cannot lose it
                         self.reporter.publish_retained("model", self.updates.summary())
                     if self.homeassistant is not None:
