@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
-APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2 chromium fonts-dejavu-core
+APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2 chromium fonts-dejavu-core postgresql
 # GStreamer `gst:` sources are tested with Debian's OpenCV (built with GStreamer) run by /usr/bin/python3, and
 # loopback RTSP cameras are served by GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)
 APT_PACKAGES += python3-opencv python3-numpy gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \

@@ -26,8 +26,10 @@ exits 2, anything else that stops a program exits 1, and a restart the gateway a
     │   ├── RegistryError          (RegistryAuthError, RegistryNotFound, DigestMismatch)
     │   ├── SpoolError, CommandError, FleetError
     ├── DeviceError
-    │   └── StatusFileError        (StatusFileStale)
-    └── ProvisioningError          edgectl: InitError, CaError, BrokerConfigError, KeyGenError, ServiceInstallError
+    │   ├── StatusFileError        (StatusFileStale)
+    │   └── DesiredStateError      a desired-state document refused (malformed, stale, not allowed)
+    └── ProvisioningError          edgectl: InitError, CaError, BrokerConfigError, KeyGenError, ServiceInstallError,
+                                   ProfileError (the operator's ~/.config/edgectl/config.toml)
 
 Some classes also derive from the builtin the code historically raised (ValueError, RuntimeError),
 so callers that catch those keep working.
@@ -265,6 +267,12 @@ class StatusFileStale(StatusFileError):
         self.snapshot = snapshot
 
 
+class DesiredStateError(DeviceError):
+    """A desired-state document (``<prefix>/<device>/desired``) is refused: malformed, an unknown or
+    wrongly typed field, a stale generation, or a change desired state may not make. One line; the
+    device keeps what it runs."""
+
+
 # -- provisioning (edgectl) -----------------------------------------------------------------------
 
 class ProvisioningError(EdgeError):
@@ -291,9 +299,14 @@ class ServiceInstallError(ProvisioningError):
     """Install cannot proceed; one line (exit 1)."""
 
 
+class ProfileError(ProvisioningError):
+    """The operator's edgectl profile file or context is unusable (unknown context, bad key, readable
+    by others while it holds a password); one line, exit 2."""
+
+
 # what the user gave is wrong: arguments, config files, inputs to edgectl (key files, golden images)
 _USAGE_ERRORS: tuple[type[EdgeError], ...] = (UsageError, ConfigError, InitError, CaError, BrokerConfigError,
-                                              KeyGenError, KeyFileError, GoldenError)
+                                              KeyGenError, KeyFileError, GoldenError, ProfileError)
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

@@ -13,6 +13,7 @@ from edge.config.loader import load_config
 from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
 from edge.util.paths import DEFAULT_CONFIG_PATH
 from provisioning import model as model_cli
+from provisioning import profiles
 from provisioning.device import console, doctor, init, install, status
 from provisioning.fleet import cli as fleet
 from provisioning.fleet import snapshot
@@ -31,6 +32,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="Provision and operate edge gateways.")
+    parser.add_argument("--context", dest="global_context", metavar="NAME",
+                        help="operator context of ~/.config/edgectl/config.toml for every fleet command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     config = sub.add_parser("config", help="work with gateway config files")
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     status.register(sub)
     fleet.register(sub)
+    profiles.register(sub)
     snapshot.register(sub)
     console.register(sub)
     return parser

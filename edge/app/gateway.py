@@ -15,12 +15,14 @@ from typing import Any
 
 from camera.live import LiveCamera
 from edge.app.console_sources import console_settings, console_sources
+from edge.app.fleet_state import desired_agent, start_desired
 from edge.app.model_updates import ModelUpdates
 from edge.app.wiring import camera_settings, discovery_settings, load_classifier, model_base, mqtt_settings
 from edge.config.patch import LiveConfig, PatchOutcome
 from edge.config.schema import GatewayConfig
 from edge.device.commands import DeviceCommands, DeviceContext, DeviceStatus
 from edge.device.console.service import Console
+from edge.device.desired import DesiredStateAgent
 from edge.device.health import HealthInputs, HealthMonitor
 from edge.device.status_file import write_status
 from edge.device.systemd import Supervisor, SystemdNotifier, pipeline_progress
@@ -93,7 +95,9 @@ class Gateway:
             started_mono=self.health.started_mono, trust=self.trust)).register(self.commands)
         self.homeassistant: HomeAssistantDiscovery | None = None
         if config.homeassistant.enabled:
-            self.homeassistant = HomeAssistantDiscovery(discovery_settings(config), self.reporter)
+            self.homeassistant = HomeAssistantDiscovery(discovery_settings(config), self.reporter, self.snapshots)
+        self.desired: DesiredStateAgent | None = desired_agent(self.live_config, self.reporter, self.updates,
+                                                               self.emit, self.request_restart, self._apply_live)
         if config.console.enabled:
             self.console = Console(console_settings(config), console_sources(
                 config, self.cameras, self.snapshots, health=self.health_snapshot,
@@ -132,6 +136,8 @@ class Gateway:
         if self.homeassistant is not None:
             self.homeassistant.start()
         self.commands.start()  # commands queue up while a first version installs
+        if self.desired is not None:  # so does the desired state's model step
+            start_desired(self.desired, self.reporter)
         try:
             if self.updates is not None:
                 self.classifier = self.updates.initial_classifier()
@@ -141,12 +147,18 @@ class Gateway:
                 self.classifier = load_classifier(self.config)
         except (ModelStoreError, ModelMetadataError, ClassifierError, SavedModelError) as exc:
             self.commands.stop(1.0)
+            if self.desired is not None:
+                self.desired.stop(1.0)
+            if self.homeassistant is not None:
+                self.homeassistant.stop(1.0)
             if self.console is not None:
                 self.console.stop()
             self.reporter.stop(flush_timeout_s=1.0)
             raise StartupError(str(exc)) from None
         config = self.config
         sink = self.reporter if self.console is None else self.console.wrap_sink(self.reporter)
+        if self.homeassistant is not None:  # top-1 per camera for Home Assistant, throttled
+            sink = self.homeassistant.wrap_sink(sink)
         self.publisher = ResultPublisher(sink, config.device_id, k=config.model.top_k,
                                          on_change_only=config.results.publish == "on_change",
                                          min_score=config.results.min_score)
@@ -273,8 +285,8 @@ class Gateway:
                         self.calibration.tick(self.snapshots, [camera.name for camera in self.cameras])
                     if self.updates is not None:  # retained; re-sent so a broker restart cannot lose it
                         self.reporter.publish_retained("model", self.updates.summary())
-                    if self.homeassistant is not None:
-                        self.homeassistant.tick()
+                    if self.desired is not None:  # re-publishes `reported` if the broker has not taken it
+                        self.desired.poke()
                 except Exception:  # health must never take the daemon down
                     logger.exception("health snapshot failed")
                 next_health = time.monotonic() + interval
@@ -307,6 +319,10 @@ class Gateway:
         for t in stoppers:
             t.join(4.0)
         self.commands.stop(2.0)
+        if self.desired is not None:
+            self.desired.stop(2.0)
+        if self.homeassistant is not None:
+            self.homeassistant.stop(2.0)
         if self.updates is not None:
             self.updates.stop()
         if self.pipeline is not None:

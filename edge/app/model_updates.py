@@ -44,7 +44,7 @@ from edge.errors import (
 from edge.inference.pipeline import InferencePipeline
 from edge.models.artifact.legacy import DEPRECATION
 from edge.models.artifact.signing import load_model_public_key
-from edge.models.state import RolloutState, StateStore, choose_serving, recover
+from edge.models.state import ModelState, RolloutState, StateStore, choose_serving, recover
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager
 from edge.serving.base import Classifier
@@ -77,6 +77,7 @@ class ModelUpdates:
         self.stop_requested = stop_requested
         self.trust = trust
         self.emit = emit
+        self._listeners: list[Callable[[], None]] = []
         self.rollout = self._build_rollout(emit)
 
     def register(self, router: CommandRouter) -> None:
@@ -89,6 +90,24 @@ class ModelUpdates:
 
     def summary(self) -> dict[str, Any]:
         return self.rollout.summary()
+
+    # -- for desired state (edge.device.desired.ModelControl) ------------------------------------
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Called (quickly, on the rollout's thread) whenever the model state changes."""
+        self._listeners.append(listener)
+
+    def model_state(self) -> ModelState:
+        return self.rollout.state_snapshot()
+
+    def deploy(self, ref: str, retry: bool) -> None:
+        target = self.rollout.watcher.parse_deploy_ref(ref)  # RolloutError: another registry, unreadable
+        if retry and target.digest is not None:
+            self.rollout.forget_bad(target.digest)
+        self.rollout.deploy(ref)
+
+    def rollback(self) -> None:
+        self.rollout.rollback()
 
     def stop(self) -> None:
         self.rollout.stop(10.0)
@@ -123,6 +142,8 @@ class ModelUpdates:
 
     def _publish_model_state(self, doc: dict[str, Any]) -> None:
         self.reporter.publish_retained("model", doc)
+        for listener in self._listeners:
+            listener()
 
     def _cmd_deploy(self, payload: dict[str, Any]) -> dict[str, Any]:
         try:

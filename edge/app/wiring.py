@@ -51,8 +51,11 @@ def rollout_settings(config: GatewayConfig) -> RolloutSettings:
 
 
 def discovery_settings(config: GatewayConfig) -> DiscoverySettings:
-    return DiscoverySettings(config.device_id, config.mqtt.topic_prefix, config.homeassistant.discovery_prefix,
-                             tuple(cam.name for cam in config.cameras))
+    ha = config.homeassistant
+    return DiscoverySettings(config.device_id, config.mqtt.topic_prefix, ha.discovery_prefix,
+                             tuple(cam.name for cam in config.cameras), model_name=config.model.name,
+                             registry=config.registry is not None, desired_state=config.fleet.desired_state,
+                             score_interval_s=ha.score_interval_s, snapshot_interval_s=ha.snapshot_interval_s)
 
 
 def registry_client(registry: RegistryConfig) -> RegistryClient:

@@ -142,14 +142,17 @@ def changed_keys(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, ...]
 
 
 def document_changes(a: Any, b: Any) -> list[tuple[str, ...]]:
-    """Paths where two config documents differ: tables recursed, cameras per index when the list
-    keeps its length, anything else (values, other lists, a table against nothing) compared whole."""
+    """Paths where two config documents differ: tables recursed (a table added as the keys it holds),
+    cameras per index when the list keeps its length, anything else (values, other lists, a table
+    removed) compared whole."""
     paths: list[tuple[str, ...]] = []
 
     def walk(x: Any, y: Any, path: tuple[str, ...]) -> None:
         if isinstance(x, dict) and isinstance(y, dict):
             for key in sorted(set(x) | set(y)):
                 walk(x.get(key), y.get(key), (*path, key))
+        elif x is None and isinstance(y, dict) and y:
+            walk({}, y, path)  # a table added: the keys it holds (the validated configs are compared too)
         elif path == ("cameras",) and isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
             for i, (cx, cy) in enumerate(zip(x, y)):
                 walk(cx, cy, (*path, str(i)))

@@ -28,6 +28,7 @@ from edge.config.fields import NAME_RE as _NAME_RE
 from edge.config.fields import Strict as _Strict
 from edge.config.fields import check_name as _check_name
 from edge.config.fields import no_control as _no_control
+from edge.config.fleet import RESERVED_DEVICE_IDS, FleetConfig, HomeAssistantConfig
 from edge.util.ociref import Reference
 from edge.util.platforms import parse_platform
 
@@ -269,20 +270,6 @@ class RolloutConfig(_Strict):
     probation_latency_factor: float = Field(default=2.0, gt=0, le=1000)
 
 
-class HomeAssistantConfig(_Strict):
-    """Home Assistant MQTT discovery (device-based): top label/score per camera, fps, model, online."""
-
-    enabled: bool = False
-    discovery_prefix: str = "homeassistant"
-
-    @field_validator("discovery_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not _TOPIC_RE.match(v):
-            raise ValueError(f"must be topic levels without '#', '+', spaces or empty levels, got {v!r}")
-        return v
-
-
 class TrustConfig(_Strict):
     """The fleet root of trust, provisioned out of band (`edgectl trust init`, `edgectl init --trust-root`).
 
@@ -316,10 +303,13 @@ class GatewayConfig(_Strict):
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     trust: TrustConfig = TrustConfig()
     console: ConsoleConfig = ConsoleConfig()
+    fleet: FleetConfig = FleetConfig()
 
     @field_validator("device_id")
     @classmethod
     def _device(cls, v: str) -> str:
+        if v in RESERVED_DEVICE_IDS:
+            raise ValueError(f"device_id {v!r} is reserved (<prefix>/{v}/ holds the fleet's rollout documents)")
         return _check_name(v, "device_id")
 
     @field_validator("cameras")

@@ -88,6 +88,10 @@ KEYS: dict[str, KeyRule] = {
                                           "probation_s", "probation_max_error_rate", "probation_latency_factor")},
     "homeassistant.enabled": _RESTART,
     "homeassistant.discovery_prefix": _RESTART,
+    "homeassistant.score_interval_s": _RESTART,
+    "homeassistant.snapshot_interval_s": _RESTART,
+    "fleet.desired_state": _RESTART,
+    "fleet.state_file": _anchor(_PATHS),
     "trust.root_key": _anchor("the fleet root key itself (rotate it with a signed root-rotation document)"),
     "trust.state_file": _anchor("the counters that refuse replayed documents"),
     **{f"console.{k}": _anchor("who can reach the console: camera images and the device's state")

@@ -131,6 +131,19 @@ class RolloutManager:
         except TimeoutError:
             raise RolloutError(f"rollback still running after {wait_s:.0f}s; watch the events") from None
 
+    def state_snapshot(self) -> ModelState:
+        """A copy of the model state, taken under the rollout's lock (desired state converges on it)."""
+        with self._lock:
+            return ModelState.from_json(self.state.to_json())
+
+    def forget_bad(self, digest: str) -> None:
+        """A new desired generation asks for `digest` again: it is tried once more (as an explicit deploy)."""
+        with self._lock:
+            if self.state.bad.pop(digest, None) is None:
+                return
+            self.state_store.save(self.state)
+        self._publish()
+
     def summary(self) -> dict[str, Any]:
         with self._lock:
             doc = self.state.summary()

@@ -5,7 +5,13 @@
 - ``fleet watch [--device SEL] [--seconds N]``: a live table of results.
 - ``fleet cmd DEVICE NAME [JSON | --signed FILE]``: any command, the reply printed as JSON;
   ``--signed`` sends a document from ``edgectl trust sign`` as ``{"signed": ...}``.
-- ``fleet deploy REF --devices SEL``: a staged rollout (provisioning/fleet_rollout.py).
+- ``fleet rollout start|status|pause|resume|abort|ls``: rollouts kept on the broker as documents,
+  driven by a restartable controller (provisioning/fleet/rollout_cli.py, controller.py).
+- ``fleet desired show|set DEVICE``: one device's desired and reported state.
+- ``fleet export --database DSN``: results and events into PostgreSQL, exactly once per (device,
+  seq), scaled out over MQTT 5 shared subscriptions (provisioning/fleet/export.py).
+- ``fleet deploy REF --devices SEL``: a staged rollout driven by commands from this terminal
+  (provisioning/fleet/rollout.py); it ends with the terminal, `fleet rollout` does not.
 
 Exit status: 0 done, 1 the operation failed (broker unreachable, no reply, error reply, unknown
 device), 2 bad arguments.
@@ -26,6 +32,7 @@ from rich.table import Table
 
 from edge.errors import UsageError
 from provisioning.device.status import cameras_table, overview
+from provisioning.fleet import desired_cli, export, rollout_cli
 from provisioning.fleet import rollout as fleet_rollout
 from provisioning.fleet.client import FleetClient, add_broker_options, options_from
 from provisioning.fleet.state import fleet_state, ls_table, select_devices
@@ -161,7 +168,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    fleet = sub.add_parser("fleet", help="the fleet over MQTT: ls, status, watch, cmd, deploy")
+    fleet = sub.add_parser("fleet", help="the fleet over MQTT: ls, status, watch, cmd, rollout, desired, export, deploy")
     fsub = fleet.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND")
 
     def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
@@ -186,7 +193,11 @@ def register(sub: Any) -> None:
     p.add_argument("payload", nargs="?", help="JSON object (default {})")
     p.add_argument("--signed", type=Path, metavar="FILE",
                    help="send a document from `edgectl trust sign` as {\"signed\": ...} (config, rollback, trust)")
-    p = add("deploy", "staged rollout of a model version to a set of devices", fleet_rollout.cmd_deploy)
+    p = add("deploy", "staged rollout of a model version from this terminal, by command (see `fleet rollout`)",
+            fleet_rollout.cmd_deploy)
     fleet_rollout.add_arguments(p)
+    rollout_cli.register(fsub)
+    desired_cli.register(fsub)
+    export.register(fsub)
     fleet.set_defaults(handler=lambda a: (fleet.print_help(sys.stderr), 2)[1])
 

@@ -41,6 +41,7 @@ from paho.mqtt.properties import Properties
 
 from edge.errors import FleetError
 from edge.transport.mqtt import parse_broker_url
+from provisioning.profiles import add_context_option, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class FleetClient:
         if options.username is not None:
             client.username_pw_set(options.username, options.password)
         client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)  # the controller hands over a stage's desired documents at once
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -146,6 +148,31 @@ class FleetClient:
         event = self._suback.setdefault(mid, threading.Event())
         if not event.wait(timeout_s):
             raise FleetError(f"broker did not acknowledge the subscription to {filters} within {timeout_s:g}s")
+
+    def follow(self, filters: list[str], callback: Callback, timeout_s: float = 60.0) -> None:
+        """Deliver every message on `filters` to `callback` from now on, and return once the retained
+        burst of the subscription has been delivered (the marker came back, see :meth:`retained`)."""
+        marker = uuid.uuid4().hex.encode()
+        marker_seen = threading.Event()
+        topic = f"{self.marker_topic}/{marker.decode()}"
+
+        def on_marker(topic_: str, payload: bytes, retained: bool) -> None:
+            if payload == marker:
+                marker_seen.set()
+
+        self.subscribe(filters, callback, timeout_s)
+        self.subscribe(topic, on_marker, timeout_s)
+        info = self._client.publish(topic, marker, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not marker_seen.wait(timeout_s):
+            raise FleetError(f"the retained state of {filters} did not arrive within {timeout_s:g}s (is "
+                             "edgectl/# writable for this identity? see `edgectl broker device-acl`)")
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+        """QoS 1 publish; FleetError when paho refuses it. Wait on the result for the PUBACK."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise FleetError(f"could not publish to {topic}: {paho.error_string(info.rc)}")
+        return info
 
     def retained(self, filters: list[str], idle_s: float = 1.0, settle_s: float = 0.0,
                  timeout_s: float = 30.0) -> dict[str, bytes]:
@@ -249,17 +276,22 @@ class FleetClient:
 
 
 def options_from(args: argparse.Namespace) -> BrokerOptions:
+    """The broker settings: flags, else EDGE_* variables, else the context (provisioning.profiles)."""
+    resolve(args)
     return BrokerOptions(url=args.broker, prefix=args.prefix, username=args.username, password=args.password,
                          ca_file=args.ca_file, cert_file=args.cert, key_file=args.key)
 
 
 def add_broker_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port] or mqtts://host[:port]")
-    p.add_argument("--prefix", default="edge", help="topic prefix of the gateways (default edge)")
-    p.add_argument("--username")
-    p.add_argument("--password")
-    p.add_argument("--ca-file", type=Path)
-    p.add_argument("--cert", type=Path, help="client certificate (mqtts)")
-    p.add_argument("--key", type=Path, help="client key (mqtts)")
+    """Broker flags; each unset one comes from EDGE_*, then the context (~/.config/edgectl/config.toml)."""
+    add_context_option(p)
+    p.add_argument("--broker", help="mqtt://host[:port] or mqtts://host[:port] (EDGE_BROKER; default "
+                   "mqtt://127.0.0.1:1883)")
+    p.add_argument("--prefix", help="topic prefix of the gateways (EDGE_PREFIX; default edge)")
+    p.add_argument("--username", help="(EDGE_USERNAME)")
+    p.add_argument("--password", help="(EDGE_PASSWORD)")
+    p.add_argument("--ca-file", type=Path, help="CA of the broker's certificate (EDGE_CA_FILE)")
+    p.add_argument("--cert", type=Path, help="client certificate, mqtts (EDGE_CERT)")
+    p.add_argument("--key", type=Path, help="client key, mqtts (EDGE_KEY)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker / a reply")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)

@@ -36,6 +36,7 @@ from edge.transport.oci import RegistryClient
 from edge.util.ociref import Reference
 from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.state import fleet_state, select_devices
+from provisioning.profiles import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -216,11 +217,24 @@ class Rollout:
         return table
 
 
+def add_registry_options(p: argparse.ArgumentParser) -> None:
+    """Registry flags; unset ones come from EDGE_REGISTRY_*, then the context (provisioning.profiles)."""
+    p.add_argument("--registry-insecure", action="store_true", default=None,
+                   help="plain HTTP to the registry, labs only (EDGE_REGISTRY_INSECURE)")
+    p.add_argument("--registry-username", help="(EDGE_REGISTRY_USERNAME)")
+    p.add_argument("--registry-password", help="(EDGE_REGISTRY_PASSWORD)")
+    p.add_argument("--registry-ca-file", type=Path, help="(EDGE_REGISTRY_CA_FILE)")
+
+
 def resolve_digest(args: argparse.Namespace) -> str:
+    """The digest `args.ref` points to now (a HEAD in the registry, or the digest the ref pins)."""
+    resolve(args, ("registry_username", "registry_password", "registry_insecure", "registry_ca_file"))
     try:
         ref = Reference.parse(args.ref)
     except ValueError as exc:
         raise UsageError(f"REF: {exc}") from None
+    if ref.digest is not None:
+        return ref.digest
     client = RegistryClient(ref.registry, username=args.registry_username, password=args.registry_password,
                             insecure=args.registry_insecure, ca_file=args.registry_ca_file, timeout_s=30.0)
     try:
@@ -269,8 +283,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=_percent, default=0.0,
                    help="halt and roll back when failures exceed this share of the devices (default 0%%)")
     p.add_argument("--wave-size", type=int, default=10, help="devices per wave after the canary (default 10)")
-    p.add_argument("--registry-insecure", action="store_true", help="plain HTTP to the registry (labs only)")
-    p.add_argument("--registry-username")
-    p.add_argument("--registry-password")
-    p.add_argument("--registry-ca-file", type=Path)
+    add_registry_options(p)
     p.set_defaults(timeout=300.0)

@@ -35,7 +35,11 @@ logger = logging.getLogger(__name__)
 
 CA_KEY, CA_CERT, SERVER_KEY, SERVER_CERT = "ca.key", "ca.crt", "server.key", "server.crt"
 OPERATOR_NAME = "fleet-operator"  # the CN (or username) the ACL gives access to every device
+HOMEASSISTANT_NAME = "homeassistant"  # the CN (or username) of Home Assistant: reads, presses rollback
 RESERVED_NAMES = frozenset({OPERATOR_NAME})
+# never a device's CN: the operator and Home Assistant have wider rights; <prefix>/fleet/ holds rollouts
+RESERVED_DEVICE_IDS = frozenset({OPERATOR_NAME, HOMEASSISTANT_NAME, "fleet"})
+ROLE_NAMES = {"operator": OPERATOR_NAME, "homeassistant": HOMEASSISTANT_NAME}
 
 
 
@@ -181,16 +185,17 @@ def sign_csr(csr_path: Path, ca_dir: Path, out: Path, *, days: int = 825, role: 
     cn = common_name(csr.subject)
     if cn is None:
         raise CaError(f"{csr_path}: the CSR must carry exactly one CN (the device id)")
-    if role == "operator":
-        if cn not in RESERVED_NAMES:
-            raise CaError(f"{csr_path}: operator certificates must have CN {OPERATOR_NAME!r}, got {cn!r}")
+    if role in ROLE_NAMES:
+        if cn != ROLE_NAMES[role]:
+            raise CaError(f"{csr_path}: {role} certificates must have CN {ROLE_NAMES[role]!r}, got {cn!r}")
     else:
         if not is_valid_device_id(cn):
             raise CaError(f"{csr_path}: CN {cn!r} is not a valid device id (1-64 letters, digits, '_', '-', '.', "
                           "starting with a letter or digit); refusing to sign")
-        if cn in RESERVED_NAMES:
-            raise CaError(f"{csr_path}: CN {cn!r} is reserved for fleet operators (it would get access to every "
-                          "device's topics); sign it with --role operator if that is intended")
+        if cn in RESERVED_DEVICE_IDS:
+            raise CaError(f"{csr_path}: CN {cn!r} is reserved (fleet operators, Home Assistant and <prefix>/fleet/ "
+                          "have other rights than a device); sign it with --role operator or --role homeassistant "
+                          "if that is intended")
     ca_key, ca_cert = load_ca(ca_dir)
     cert = _issue(ca_key, ca_cert, csr.public_key(), cn, days=days, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     write_file(Path(out), cert_pem(cert), 0o644, force=force)
@@ -243,8 +248,9 @@ def register(sub: Any) -> None:
     sign.add_argument("--ca", type=Path, required=True, help="CA folder from `edgectl ca init`")
     sign.add_argument("--out", type=Path, required=True, help="certificate file to write")
     sign.add_argument("--days", type=int, default=825, help="validity (default 825 days)")
-    sign.add_argument("--role", choices=("device", "operator"), default="device",
-                      help=f"operator: a CSR with CN {OPERATOR_NAME!r}, full access per the ACL")
+    sign.add_argument("--role", choices=("device", "operator", "homeassistant"), default="device",
+                      help=f"operator: a CSR with CN {OPERATOR_NAME!r}, full access per the ACL; homeassistant: "
+                      f"CN {HOMEASSISTANT_NAME!r}, reads devices and presses rollback")
     sign.add_argument("--force", action="store_true", help="replace an existing certificate file")
     sign.set_defaults(handler=cmd_ca_sign)
 

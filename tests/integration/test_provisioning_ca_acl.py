@@ -52,7 +52,10 @@ def test_device_receives_only_its_own_commands(tls_fleet) -> None:
     # a device cannot read another device's results either
     a.subscribe("edge/dev-b/#")
     assert b.publish("edge/dev-b/results/front", b"secret") == 0
-    assert a.publish("edge/dev-a/cmd/ping", b"sync") == 0  # own topic, comes back through own cmd subscription
+    # a device cannot publish into its own command topics either (only the operator commands); the
+    # operator's sync message comes back through a's own cmd subscription after b's result
+    assert a.publish("edge/dev-a/cmd/ping", b"forged") == NOT_AUTHORIZED
+    assert operator.publish("edge/dev-a/cmd/ping", b"sync") == 0
     a.wait(lambda: ("edge/dev-a/cmd/ping", b"sync") in a.messages)
     assert not any(t.startswith("edge/dev-b/") for t, _ in a.messages)
 

@@ -44,6 +44,7 @@ ATTACK_VALUES: dict[str, Any] = {
     "spool.path": "/tmp/evil/spool.db",
     "trust.root_key": "/tmp/evil/fleet-root.pub",
     "trust.state_file": "/tmp/evil/trust-state.json",
+    "fleet.state_file": "/tmp/evil/desired-state.json",
     "console.enabled": True,
     "console.bind": "0.0.0.0",
     "console.tls_cert": "/etc/edge/device.crt",  # the device's own MQTT identity, already on the box
