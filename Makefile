@@ -4,16 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 DEMO_DIR ?= build/demo
+DIST ?= dist
 APT_PACKAGES := mosquitto ffmpeg systemd docker-registry libsystemd-dev pkg-config gcc iproute2 chromium fonts-dejavu-core postgresql
 # GStreamer `gst:` sources are tested with Debian's OpenCV (built with GStreamer) run by /usr/bin/python3, and
 # loopback RTSP cameras are served by GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)
 APT_PACKAGES += python3-opencv python3-numpy gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
+# delivery: the .deb is checked with lintian and installed into a debootstrap root, the image built with podman
+APT_PACKAGES += lintian debootstrap podman runc dpkg-dev
 # promtool (tests check /metrics with it), unpacked from Debian's prometheus package: no service, no users
 PROMTOOL := build/tools/prometheus/usr/bin/promtool
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps venv venv-system-opencv demo demo-assets lint test test-fast bench chaos clean promtool
+.PHONY: help system-deps venv venv-system-opencv demo demo-assets lint test test-fast bench chaos dist clean promtool
 
 help:
 	@echo "make demo   - run the gateway on the demo camera with a live results table (DEMO_SECONDS=$(DEMO_SECONDS))"
@@ -21,6 +24,7 @@ help:
 	@echo "make test-fast - linters and the tests not marked slow (under 2 minutes)"
 	@echo "make bench  - print throughput ratios (gateway vs raw runtime vs naive pipeline)"
 	@echo "make chaos  - fault-injection suite (root, network namespaces, <= 15 min)"
+	@echo "make dist   - build the wheel, the Debian package and the container image into $(DIST)/"
 
 system-deps:
 	@missing=""; \
@@ -97,5 +101,16 @@ bench: system-deps venv demo-assets
 chaos: system-deps venv
 	$(BIN)/python -m tests.chaos.run --minutes 15
 
+# The wheel (PEP 517 build, isolated), the .deb made from it (its stack pinned, from PyPI) and the container
+# image made from the .deb (an OCI archive; the base comes from debootstrap where no image registry is reachable).
+dist: system-deps venv
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(BIN)/pip wheel --no-deps --disable-pip-version-check -q -w $(DIST) .
+	packaging/deb/build.sh --wheel $(DIST)/edge_gateway-*.whl --out $(DIST)
+	lintian --fail-on error,warning $(DIST)/edge-gateway_*.deb
+	CONTAINERS_CONF=$(CURDIR)/packaging/container/containers.conf \
+	  packaging/container/build-image.sh --deb $(DIST)/edge-gateway_*.deb --out $(DIST)
+	@ls -l $(DIST)
+
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build $(DIST) .pytest_cache

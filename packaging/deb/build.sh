@@ -11,6 +11,8 @@
 # The unit is installed, not enabled or started: configure /etc/edge/gateway.toml (or `edgectl init`),
 # then `systemctl enable --now edge-gateway`. Checked with lintian (packaging/deb/lintian-overrides).
 set -euo pipefail
+# the package's venv must see only what pip puts in it (a PYTHONPATH would make pip skip our own wheel)
+unset PYTHONPATH PYTHONHOME
 
 WHEEL="" EXTRAS="opencv,litert" OUT="dist" REVISION="1"
 HERE=$(cd "$(dirname "$0")" && pwd)
