@@ -97,6 +97,8 @@ bench: system-deps venv demo-assets
 	$(BIN)/python bench/pipeline.py --assets $(DEMO_DIR)
 	$(BIN)/python bench/model_server.py --assets $(DEMO_DIR)
 	$(BIN)/python bench/console.py --assets $(DEMO_DIR)
+	$(BIN)/python bench/fleet_rollout.py
+	$(BIN)/python bench/fleet_export.py
 
 chaos: system-deps venv
 	$(BIN)/python -m tests.chaos.run --minutes 15

@@ -219,6 +219,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": i, "state": r.state.value if r else None, "devices": len(r.devices) if r else None,
                            "created_by": r.created_by if r else None} for i, r in rows], indent=1))
         return 0
+    if not rows:
+        print(f"no rollouts under {client.options.prefix}/fleet/rollouts/")
     for rollout_id, rollout in rows:
         if rollout is None:
             print(f"{rollout_id:<24} unreadable: {view.problems().get(f'fleet/rollouts/{rollout_id}')}")
