@@ -16,7 +16,7 @@ from provisioning.ui import styled
 
 logger = logging.getLogger(__name__)
 
-STATE_TOPICS = ("status", "health", "model")
+STATE_TOPICS = ("status", "health", "model", "reported")
 
 
 
@@ -28,6 +28,7 @@ class DeviceView:
     status: str | None = None
     health: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Any] = field(default_factory=dict)  # desired-state progress (docs/fleet.md)
 
     @property
     def online(self) -> bool:
@@ -61,10 +62,17 @@ class DeviceView:
         ts = self.health.get("ts")
         return float(ts) if isinstance(ts, (int, float)) else None
 
+    @property
+    def desired(self) -> str | None:
+        """`<state> (generation N)` of the retained `reported` document, when the device has desired state."""
+        if not self.reported or not self.reported.get("generation"):
+            return None
+        return f"{self.reported.get('state')} (generation {self.reported.get('generation')})"
+
     def row(self) -> dict[str, Any]:
         return {"device": self.device, "online": self.online, "status": self.status, "model_version": self.version,
                 "model_digest": self.digest, "model_state": self.model.get("state"), "fps": self.fps,
-                "state": self.state, "last_seen": self.last_seen}
+                "state": self.state, "last_seen": self.last_seen, "desired": self.desired}
 
 
 def fleet_state(client: FleetClient, device: str = "+", timeout_s: float = 30.0) -> dict[str, DeviceView]:
@@ -113,11 +121,13 @@ def _ago(ts: float | None) -> str:
 
 def ls_table(views: dict[str, DeviceView]) -> Table:
     table = Table(title=f"{len(views)} device(s)", title_justify="left")
-    for column in ("device", "online", "model version", "fps", "state", "last seen"):
+    desired = any(view.desired for view in views.values())  # a column only when the fleet uses desired state
+    for column in ("device", "online", "model version", "fps", "state", "last seen", *(["desired"] if desired else [])):
         table.add_column(column, justify="right" if column in ("fps", "model version") else "left")
     for view in views.values():
         online = styled("online" if view.online else "offline") + ("" if view.status in ("online", "offline", None)
                                                                      else f" ({view.status})")
         table.add_row(view.device, online, "-" if view.version is None else str(view.version),
-                      "-" if view.fps is None else f"{view.fps:.1f}", styled(view.state), _ago(view.last_seen))
+                      "-" if view.fps is None else f"{view.fps:.1f}", styled(view.state), _ago(view.last_seen),
+                      *([view.desired or "-"] if desired else []))
     return table

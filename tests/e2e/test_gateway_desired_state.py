@@ -70,7 +70,9 @@ def test_device_converges_reconnects_refuses_bad_documents_and_sets_the_previous
     doc = reported()
     assert doc["serving"] == {"version": 2, "digest": d2} and doc["model"]["state"] == "serving"
     assert doc["config"] == {"revision": 1, "state": "applied", "reason": None} and doc["config_revision"] == 1
-    assert [e["generation"] for e in events(recorder, "desired_state_converged")] == [1]
+    # the event travels through the spool, a moment after the retained `reported`
+    wait_until(lambda: [e["generation"] for e in events(recorder, "desired_state_converged")] == [1], 30,
+               message="the desired_state_converged event")
     assert main(["fleet", "desired", "show", DEVICE, *broker]) == 0
     assert json.loads(capsys.readouterr().out)["reported"]["generation"] == 1
 
@@ -106,7 +108,7 @@ def test_device_converges_reconnects_refuses_bad_documents_and_sets_the_previous
         wait_until(lambda: "unknown field(s) ['registry']" in str((reported().get("refused") or {}).get("reason")),
                    60, message="unknown field refused")
         assert reported()["generation"] == 2 and reported()["state"] == "converged" and serving() == 3
-        assert len(events(recorder, "desired_state_refused")) == 4
+        wait_until(lambda: len(events(recorder, "desired_state_refused")) == 4, 30, message="four refusal events")
         wait_until(lambda: len(recorder.messages(f"{BASE}/results/+")) > results_before + 5, 60,
                    message="results still flowing")
         # the broker now retains the stale document: a restart refuses it again (the generation is on disk)
@@ -132,6 +134,7 @@ def test_device_converges_reconnects_refuses_bad_documents_and_sets_the_previous
         wait_until(lambda: reported().get("generation") == 4 and reported().get("state") == "converged", 120,
                    message="set back to v2")
         assert reported()["serving"] == {"version": 2, "digest": d2}
+        wait_until(lambda: events(recorder, "model_rolled_back"), 30, message="the model_rolled_back event")
         assert events(recorder, "model_rolled_back")[-1]["version"] == 2
         assert "min_score" not in Path(gw.config_path).read_text()  # the device's own value (unset) is back
     finally:
