@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,11 @@ def openvino_available() -> bool:
 
 
 def openvino_version() -> str | None:
+    """The installed openvino package's version, without importing it (~60 MB RSS): a cache-key field."""
     try:
-        import openvino  # optional runtime: extra `openvino`
-    except ImportError:
+        return importlib_metadata.version("openvino")
+    except importlib_metadata.PackageNotFoundError:
         return None
-    return str(openvino.get_version())
 
 
 def cpu_signature() -> str:
