@@ -1,6 +1,6 @@
 """Man pages and shell completions generated from the programs' own parsers (run by setup.py at build).
 
-The parsers are standard-library modules (edge/app/parser.py, provisioning/parser.py,
+The parsers are standard-library modules (edge/app/parser.py, provisioning/parser/,
 edge/model_server/flags.py), loaded here without the package's dependencies; argparse-manpage and
 shtab are build dependencies. edge-model-server has TF Serving's flag syntax, not argparse: its
 page is written from its flag table.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import importlib.util
 import os
 import sys
@@ -68,12 +69,10 @@ def write_man_pages_and_completions(data: Path, version: str) -> None:
     man, completion = data / "man", data / "completion"
     man.mkdir(parents=True, exist_ok=True)
     completion.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT))  # provisioning.parser is a package of standard-library modules
     programs = [("edge-gateway", _load("edge/app/parser.py", "_edge_app_parser"),
-                 "the edge camera classification gateway daemon")]
-    cli = ROOT / "provisioning" / "parser.py"
-    if cli.is_file():
-        programs.append(("edgectl", _load("provisioning/parser.py", "_edge_edgectl_parser"),
-                         "provision and operate edge gateways"))
+                 "the edge camera classification gateway daemon"),
+                ("edgectl", importlib.import_module("provisioning.parser"), "provision and operate edge gateways")]
     for prog, module, description in programs:
         parser = module.build_parser()
         (man / f"{prog}.1").write_text(argparse_page(parser, description, version))

@@ -1,63 +1,33 @@
 """`edgectl`: provision and operate edge devices: config checking, init/install, CA and broker ACL,
 doctor, status, model packaging and signing keys, the fleet root key and signed documents, fleet
-operations over MQTT."""
+operations over MQTT.
+
+The arguments are defined in `provisioning.parser` (standard library only); the module that runs a
+command is imported once the command is known, so a command loads only what it uses."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from edge.config.loader import load_config
 from edge.errors import ConfigError, EdgeError, ExitCode, exit_code_for
-from edge.util.paths import DEFAULT_CONFIG_PATH
-from provisioning import model as model_cli
-from provisioning import profiles
-from provisioning.device import console, doctor, init, install, status
-from provisioning.fleet import cli as fleet
-from provisioning.fleet import snapshot
-from provisioning.pki import broker, ca, keys, trust
+from provisioning.parser import build_parser
 
 logger = logging.getLogger(__name__)
 
-
-def cmd_config_check(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    cams = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
-    print(f"{args.file}: OK — device {config.device_id}, model {config.model.name} "
-          f"version {config.model.version}, backend {config.serving.backend}, cameras: {cams}")
-    return 0
+Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgectl", description="Provision and operate edge gateways.")
-    parser.add_argument("--context", dest="global_context", metavar="NAME",
-                        help="operator context of ~/.config/edgectl/config.toml for every fleet command")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    config = sub.add_parser("config", help="work with gateway config files")
-    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    check = config_sub.add_parser("check", help="validate a gateway TOML config; exit 2 on the first problem")
-    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH,
-                       help=f"config file (default {DEFAULT_CONFIG_PATH})")
-    check.set_defaults(handler=cmd_config_check)
-    model_cli.register(sub)
-    keys.register(sub)
-    trust.register(sub)
-    init.register(sub)
-    install.register(sub)
-    ca.register(sub)
-    broker.register(sub)
-    doctor.register(sub)
-    status.register(sub)
-    fleet.register(sub)
-    profiles.register(sub)
-    snapshot.register(sub)
-    console.register(sub)
-    return parser
+def resolve_handler(spec: str) -> Handler:
+    """``"provisioning.device.status:cmd_status"`` -> that function (its module imported now)."""
+    module_name, _, name = spec.partition(":")
+    handler: Handler = getattr(importlib.import_module(module_name), name)
+    return handler
 
 
-def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def run(handler: Handler, args: argparse.Namespace) -> int:
     """Run one command; the one place where errors become a line on stderr and an exit status:
     2 for what the user gave (arguments, config, input files), 1 for what failed while doing it."""
     try:
@@ -81,11 +51,11 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help(sys.stderr)
+    spec = getattr(args, "handler", None)
+    if spec is None:  # no command, or a command group without its subcommand: its help
+        getattr(args, "help_parser", parser).print_help(sys.stderr)
         return int(ExitCode.USAGE)
-    return run(handler, args)
+    return run(resolve_handler(spec), args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ only here (through the SavedModel runner).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -34,12 +33,6 @@ logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ACCELERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"version must be a positive integer, got {text!r}")
-    return int(text)
 
 
 def parse_preprocess(text: str | None) -> Any:

@@ -182,11 +182,6 @@ def resolve(args: argparse.Namespace, names: tuple[str, ...] | None = None) -> a
     return args
 
 
-def add_context_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--context", help="a context of ~/.config/edgectl/config.toml (default: EDGE_CONTEXT, "
-                   "else its current_context)")
-
-
 # -- edgectl context ls|show|use -----------------------------------------------------------------------
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -229,16 +224,3 @@ def cmd_use(args: argparse.Namespace) -> int:
     tmp.replace(profiles.path)
     print(f"current context: {args.name}")
     return 0
-
-
-def register(sub: Any) -> None:
-    ctx = sub.add_parser("context", help="operator contexts in ~/.config/edgectl/config.toml: ls, show, use")
-    csub = ctx.add_subparsers(dest="context_command", metavar="SUBCOMMAND")
-    csub.add_parser("ls", help="list the contexts (* = the one in use)").set_defaults(handler=cmd_ls)
-    show = csub.add_parser("show", help="the settings a context gives (passwords hidden)")
-    show.add_argument("name", nargs="?")
-    show.set_defaults(handler=cmd_show)
-    use = csub.add_parser("use", help="make NAME the current context")
-    use.add_argument("name")
-    use.set_defaults(handler=cmd_use)
-    ctx.set_defaults(handler=lambda a: (ctx.print_help(sys.stderr), 2)[1])

@@ -21,7 +21,6 @@ from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STATUS_PATH = Path("/run/edge/status.json")
 STALE_INTERVALS = 3  # older than this many write intervals = the daemon is not running (or stuck)
 
 

@@ -6,6 +6,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/gateway.toml")
+DEFAULT_STATUS_PATH = Path("/run/edge/status.json")  # health.status_file; the units' RuntimeDirectory
 DISTRIBUTION = "edge-gateway"  # the name on PyPI and of the Debian package
 
 

@@ -10,7 +10,6 @@ import argparse
 import getpass
 import logging
 import sys
-from typing import Any
 
 from edge.errors import UsageError
 from edge.util.passwords import hash_password
@@ -35,12 +34,3 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
         raise UsageError(f"the password must have at least {MIN_PASSWORD_CHARS} characters")
     print(hash_password(password))
     return 0
-
-
-def register(sub: Any) -> None:
-    console = sub.add_parser("console", help="the gateway's local web console: password hashes")
-    csub = console.add_subparsers(dest="console_command", metavar="SUBCOMMAND")
-    p = csub.add_parser("hash-password", help="print the console.password_hash line for a password "
-                                              "(read from the terminal, or from stdin)")
-    p.set_defaults(handler=cmd_hash_password)
-    console.set_defaults(handler=lambda a: (console.print_help(sys.stderr), 2)[1])

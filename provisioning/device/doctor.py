@@ -35,7 +35,6 @@ from edge.models.store import ModelStore, list_versions
 from edge.transport.mqtt import parse_broker_url
 from edge.transport.oci import RegistryClient
 from edge.util.ociref import Reference
-from edge.util.paths import DEFAULT_CONFIG_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -292,11 +291,3 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"edgectl: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def register(sub: Any) -> None:
-    doc = sub.add_parser("doctor", help="live checks: config, cameras, model, broker, registry, disk, clock")
-    doc.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"default {DEFAULT_CONFIG_PATH}")
-    doc.add_argument("--timeout", type=float, default=10.0, help="seconds per network/camera check (default 10)")
-    doc.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
-    doc.set_defaults(handler=cmd_doctor)

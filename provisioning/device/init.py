@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from edge.config.loader import load_config, parse_config
 from edge.errors import ConfigError, InitError, KeyFileError
 from edge.models.artifact.signing import load_public_key
+from provisioning.names import DEFAULT_BROKER
 from provisioning.pki.ca import common_name, is_valid_device_id, key_pem, make_csr, new_private_key, write_file
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ ETC = Path("/etc/edge")
 CONFIG_NAME, DEVICE_ID_NAME = "gateway.toml", "device-id"
 KEY_NAME, CSR_NAME, CERT_NAME, CA_NAME = "device.key", "device.csr", "device.crt", "ca.crt"
 TRUST_ROOT_NAME = "fleet-root.pub"
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_STORE = Path("/var/lib/edge/models")
 DEFAULT_SPOOL = Path("/var/lib/edge/spool.db")
 
@@ -296,38 +296,3 @@ def cmd_cert_install(args: argparse.Namespace) -> int:
         return 1
     print(f"installed device certificate CN={cn} in {under_root(args.root, ETC / CERT_NAME)}")
     return 0
-
-
-def register(sub: Any) -> None:
-    init = sub.add_parser("init", help="write this device's gateway config, identity and MQTT credentials")
-    init.add_argument("--root", type=Path, help="write under this folder instead of / (image building, tests)")
-    init.add_argument("--device-id", help="device id: letters, digits, '_', '-', '.' (used in MQTT topics)")
-    init.add_argument("--broker", help=f"mqtt://host[:port] or mqtts://host[:port] (default {DEFAULT_BROKER})")
-    init.add_argument("--camera", action="append", metavar="NAME=URI", help="a camera (repeat for more)")
-    init.add_argument("--model", help="model name (folder under /var/lib/edge/models)")
-    init.add_argument("--registry", help="OCI reference the model comes from, host:port/repository:tag")
-    init.add_argument("--registry-insecure", action="store_true", help="plain HTTP registry (labs only)")
-    init.add_argument("--username", help="MQTT username (with --password-file)")
-    init.add_argument("--password-file", type=Path, help="file holding the MQTT password (one line)")
-    init.add_argument("--tls", action="store_true",
-                      help="TLS client certificate: generate device.key (0600) and device.csr (CN = device id)")
-    init.add_argument("--ca-cert", type=Path, help="with --tls: the fleet CA certificate to trust")
-    init.add_argument("--trust-root", type=Path, metavar="PUB",
-                      help="the fleet root public key (`edgectl trust init`): signed remote changes to trust anchors")
-    init.add_argument("--no-input", action="store_true", help="never prompt, even on a terminal")
-    init.add_argument("--force", action="store_true", help="replace an existing config (and device key)")
-    init.set_defaults(handler=cmd_init)
-
-    cert = sub.add_parser("cert", help="device TLS certificate")
-    cert_sub = cert.add_subparsers(dest="cert_command", metavar="SUBCOMMAND")
-    inst = cert_sub.add_parser("install", help="install the CA-signed device certificate (checks key and CN)")
-    inst.add_argument("cert", type=Path, metavar="CERT")
-    inst.add_argument("--ca-cert", type=Path, help="the fleet CA certificate (if not installed yet)")
-    inst.add_argument("--root", type=Path, help="the folder `edgectl init --root` wrote to")
-    inst.set_defaults(handler=cmd_cert_install)
-
-    def show_help(args: argparse.Namespace) -> int:
-        cert.print_help(sys.stderr)
-        return 2
-
-    cert.set_defaults(handler=show_help)

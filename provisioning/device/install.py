@@ -23,7 +23,6 @@ import subprocess
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 from edge.errors import ServiceInstallError
 from provisioning.device.init import under_root
@@ -270,14 +269,3 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     return 0
-
-
-def register(sub: Any) -> None:
-    inst = sub.add_parser("install", help="install the systemd units, the edge user and folders; enable the gateway")
-    inst.add_argument("--root", type=Path, help="install into this folder instead of / (no user is created)")
-    inst.add_argument("--no-enable", action="store_true", help="do not enable edge-gateway.service")
-    inst.set_defaults(handler=cmd_install)
-    uninst = sub.add_parser("uninstall", help="disable and remove the units (--purge: config, data and user too)")
-    uninst.add_argument("--root", type=Path, help="the folder `edgectl install --root` wrote to")
-    uninst.add_argument("--purge", action="store_true", help="also remove /etc/edge, /var/lib/edge and the user")
-    uninst.set_defaults(handler=cmd_uninstall)

@@ -10,13 +10,12 @@ import datetime as dt
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from edge.device.status_file import DEFAULT_STATUS_PATH, read_status, status_age_s
+from edge.device.status_file import read_status, status_age_s
 from edge.errors import StatusFileError, StatusFileStale
 from provisioning.ui import styled
 
@@ -91,16 +90,3 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(overview(doc, stale))
         console.print(cameras_table(doc))
     return 1 if stale else 0
-
-
-def register(sub: Any) -> None:
-    st = sub.add_parser("status", help="this device at a glance (from the gateway's status file)")
-    st.add_argument("--file", type=Path, default=DEFAULT_STATUS_PATH,
-                    help=f"status file the gateway writes (default {DEFAULT_STATUS_PATH})")
-    st.add_argument("--max-age", type=float, default=None,
-                    help="seconds after which the file counts as stale (default: 3 health intervals)")
-    st.add_argument("--json", action="store_true", help="print the raw snapshot")
-    st.add_argument("--quiet", action="store_true",
-                    help="print nothing; exit 0 while the gateway keeps its status file fresh, else 1 (health checks)")
-    st.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
-    st.set_defaults(handler=cmd_status)

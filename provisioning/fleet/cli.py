@@ -32,9 +32,7 @@ from rich.table import Table
 
 from edge.errors import UsageError
 from provisioning.device.status import cameras_table, overview
-from provisioning.fleet import desired_cli, export, rollout_cli
-from provisioning.fleet import rollout as fleet_rollout
-from provisioning.fleet.client import FleetClient, add_broker_options, options_from
+from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.state import fleet_state, ls_table, select_devices
 from provisioning.ui import styled
 
@@ -165,39 +163,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print(json.dumps([{"device": d, "camera": c, "roi": r, "count": v["count"], "last": v["doc"]}
                           for (d, c, r), v in sorted(rows.items(), key=lambda kv: str(kv[0]))]))
     return 0
-
-
-def register(sub: Any) -> None:
-    fleet = sub.add_parser("fleet", help="the fleet over MQTT: ls, status, watch, cmd, rollout, desired, export, deploy")
-    fsub = fleet.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND")
-
-    def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-        p = fsub.add_parser(name, help=help_text)
-        add_broker_options(p)
-        p.set_defaults(handler=handler)
-        return p
-
-    p = add("ls", "one row per device from the retained status/health/model topics", cmd_ls)
-    p.add_argument("--json", action="store_true", help="rows as JSON")
-    p = add("status", "one device in detail", cmd_status)
-    p.add_argument("device")
-    p.add_argument("--json", action="store_true")
-    p = add("watch", "live table of results", cmd_watch)
-    p.add_argument("--device", help="only these devices: 'all', a glob or a comma list")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
-    p.add_argument("--share", help="join shared subscription group GROUP (several watchers split the load)")
-    p.add_argument("--json", action="store_true", help="no live table; the last result per camera as JSON at the end")
-    p = add("cmd", "send a command to a device and print the reply", cmd_cmd)
-    p.add_argument("device")
-    p.add_argument("name", help="ping, config, snapshot, restart-camera, deploy, rollback, trust")
-    p.add_argument("payload", nargs="?", help="JSON object (default {})")
-    p.add_argument("--signed", type=Path, metavar="FILE",
-                   help="send a document from `edgectl trust sign` as {\"signed\": ...} (config, rollback, trust)")
-    p = add("deploy", "staged rollout of a model version from this terminal, by command (see `fleet rollout`)",
-            fleet_rollout.cmd_deploy)
-    fleet_rollout.add_arguments(p)
-    rollout_cli.register(fsub)
-    desired_cli.register(fsub)
-    export.register(fsub)
-    fleet.set_defaults(handler=lambda a: (fleet.print_help(sys.stderr), 2)[1])
-

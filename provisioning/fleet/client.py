@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 
 from edge.errors import FleetError
 from edge.transport.mqtt import parse_broker_url
-from provisioning.profiles import add_context_option, resolve
+from provisioning.profiles import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -280,18 +280,3 @@ def options_from(args: argparse.Namespace) -> BrokerOptions:
     resolve(args)
     return BrokerOptions(url=args.broker, prefix=args.prefix, username=args.username, password=args.password,
                          ca_file=args.ca_file, cert_file=args.cert, key_file=args.key)
-
-
-def add_broker_options(p: argparse.ArgumentParser) -> None:
-    """Broker flags; each unset one comes from EDGE_*, then the context (~/.config/edgectl/config.toml)."""
-    add_context_option(p)
-    p.add_argument("--broker", help="mqtt://host[:port] or mqtts://host[:port] (EDGE_BROKER; default "
-                   "mqtt://127.0.0.1:1883)")
-    p.add_argument("--prefix", help="topic prefix of the gateways (EDGE_PREFIX; default edge)")
-    p.add_argument("--username", help="(EDGE_USERNAME)")
-    p.add_argument("--password", help="(EDGE_PASSWORD)")
-    p.add_argument("--ca-file", type=Path, help="CA of the broker's certificate (EDGE_CA_FILE)")
-    p.add_argument("--cert", type=Path, help="client certificate, mqtts (EDGE_CERT)")
-    p.add_argument("--key", type=Path, help="client key, mqtts (EDGE_KEY)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker / a reply")
-    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)

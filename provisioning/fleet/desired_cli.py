@@ -14,8 +14,8 @@ from typing import Any
 
 from edge.errors import DesiredStateError, FleetError, UsageError
 from edge.util.shadow import parse_config, parse_desired, parse_model
-from provisioning.fleet.client import FleetClient, add_broker_options, options_from
-from provisioning.fleet.rollout import add_registry_options, resolve_digest
+from provisioning.fleet.client import FleetClient, options_from
+from provisioning.fleet.rollout import resolve_digest
 from provisioning.fleet.rollouts import RolloutState
 from provisioning.fleet.view import FleetView
 
@@ -82,21 +82,3 @@ def cmd_set(args: argparse.Namespace) -> int:
         info.wait_for_publish(30)
     print(json.dumps(doc, indent=1))
     return 0
-
-
-def register(fsub: Any) -> None:
-    desired = fsub.add_parser("desired", help="one device's desired state: show, set")
-    dsub = desired.add_subparsers(dest="desired_command", metavar="SUBCOMMAND")
-    p = dsub.add_parser("show", help="the device's desired and reported documents")
-    add_broker_options(p)
-    p.add_argument("device")
-    p.set_defaults(handler=cmd_show)
-    p = dsub.add_parser("set", help="write a new desired generation for one device")
-    add_broker_options(p)
-    p.add_argument("device")
-    p.add_argument("--model", metavar="REF", help="registry/repository:tag[@digest]; the digest is resolved now")
-    p.add_argument("--config", metavar="JSON", help="the fleet-managed config values (replace the current ones)")
-    p.add_argument("--force", action="store_true", help="even while the device is in an active rollout")
-    add_registry_options(p)
-    p.set_defaults(handler=cmd_set)
-    desired.set_defaults(handler=lambda a: (desired.print_help(), 2)[1])

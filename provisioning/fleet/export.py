@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 
 from edge.errors import FleetError, UsageError
 from edge.transport.mqtt import parse_broker_url
-from provisioning.fleet.client import BrokerOptions, add_broker_options, options_from
+from provisioning.fleet.client import BrokerOptions, options_from
 from provisioning.profiles import resolve
 
 logger = logging.getLogger(__name__)
@@ -260,19 +260,3 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise FleetError(f"PostgreSQL: {exc}".splitlines()[0]) from None
     print(json.dumps({"client_id": client_id, "group": args.group, **counts}), flush=True)
     return 0
-
-
-def register(fsub: Any) -> None:
-    p = fsub.add_parser("export", help="results and events into PostgreSQL, exactly once per (device, seq)")
-    add_broker_options(p)
-    p.add_argument("--database", help="PostgreSQL conninfo or URL (EDGE_DATABASE)")
-    p.add_argument("--group", default="edge-export", help="shared subscription group: consumers in one group share "
-                   "the messages (default edge-export)")
-    p.add_argument("--client-id", help="stable MQTT client id of this consumer (its persistent session); default "
-                   "edge-export-<group>-<hostname>")
-    p.add_argument("--session-expiry", type=int, default=86_400, metavar="S",
-                   help="the broker keeps this consumer's share queued this long while it is away (default 1 day)")
-    p.add_argument("--batch", type=int, default=500, help="messages per transaction at most (default 500)")
-    p.add_argument("--batch-ms", type=float, default=100.0, help="commit at least this often (default 100 ms)")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until SIGTERM)")
-    p.set_defaults(handler=cmd_export)

@@ -25,7 +25,6 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -217,15 +216,6 @@ class Rollout:
         return table
 
 
-def add_registry_options(p: argparse.ArgumentParser) -> None:
-    """Registry flags; unset ones come from EDGE_REGISTRY_*, then the context (provisioning.profiles)."""
-    p.add_argument("--registry-insecure", action="store_true", default=None,
-                   help="plain HTTP to the registry, labs only (EDGE_REGISTRY_INSECURE)")
-    p.add_argument("--registry-username", help="(EDGE_REGISTRY_USERNAME)")
-    p.add_argument("--registry-password", help="(EDGE_REGISTRY_PASSWORD)")
-    p.add_argument("--registry-ca-file", type=Path, help="(EDGE_REGISTRY_CA_FILE)")
-
-
 def resolve_digest(args: argparse.Namespace) -> str:
     """The digest `args.ref` points to now (a HEAD in the registry, or the digest the ref pins)."""
     resolve(args, ("registry_username", "registry_password", "registry_insecure", "registry_ca_file"))
@@ -267,21 +257,3 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     verdict = "completed" if completed else "NOT completed"
     console.print(f"rollout {verdict}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return 0 if completed else 1
-
-
-def _percent(text: str) -> float:
-    try:
-        return float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (e.g. 10%)") from None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", help="registry/repository:tag of the version to roll out")
-    p.add_argument("--devices", required=True, help="'all', a glob over device ids ('gate-*') or a comma list")
-    p.add_argument("--canary", type=_percent, default=10.0, help="share of devices in the first wave (default 10%%)")
-    p.add_argument("--max-failures", type=_percent, default=0.0,
-                   help="halt and roll back when failures exceed this share of the devices (default 0%%)")
-    p.add_argument("--wave-size", type=int, default=10, help="devices per wave after the canary (default 10)")
-    add_registry_options(p)
-    p.set_defaults(timeout=300.0)

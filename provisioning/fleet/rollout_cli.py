@@ -13,7 +13,6 @@ import getpass
 import json
 import logging
 import socket
-import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -23,16 +22,16 @@ from rich.table import Table
 
 from edge.errors import DesiredStateError, ExitCode, FleetError, UsageError
 from edge.util.shadow import Outcome, parse_config, parse_model
-from provisioning.fleet.client import FleetClient, add_broker_options, options_from
+from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.controller import Controller, classify, publish_rollout, summarise
-from provisioning.fleet.rollout import _percent, add_registry_options, resolve_digest
+from provisioning.fleet.rollout import resolve_digest
 from provisioning.fleet.rollouts import ID_RE, TERMINAL, Rollout, RolloutState, Stage, parse_stage
 from provisioning.fleet.state import select_devices
 from provisioning.fleet.view import FleetView
+from provisioning.names import DEFAULT_STAGES
+from provisioning.parser.common import percent
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STAGES = ("canary=1%", "25%", "100%")
 ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ABORTING)
 
 
@@ -114,7 +113,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                           created_at=time.time(), created_by=operator_name(), device_timeout_s=args.device_timeout,
                           bake_s=args.bake)
         if args.max_failures.endswith("%"):
-            rollout.max_failures_percent = _percent(args.max_failures)
+            rollout.max_failures_percent = percent(args.max_failures)
         else:
             rollout.max_failures_percent, rollout.max_failures_count = None, _count(args.max_failures)
         if len(rollout.stage_sets()[-1]) < len(devices):
@@ -228,47 +227,3 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{rollout_id:<24} {rollout.state.value:<10} {len(rollout.devices):>6} device(s)  "
                   f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(rollout.created_at))}  {rollout.created_by}")
     return 0
-
-
-def register(fsub: Any) -> None:
-    rollout = fsub.add_parser("rollout", help="rollouts kept on the broker: start, status, pause, resume, abort, ls")
-    rsub = rollout.add_subparsers(dest="rollout_command", metavar="SUBCOMMAND")
-
-    def add(name: str, help_text: str, handler: Any, with_id: bool = True) -> argparse.ArgumentParser:
-        p = rsub.add_parser(name, help=help_text)
-        add_broker_options(p)
-        if with_id:
-            p.add_argument("id", help="the rollout id")
-        p.set_defaults(handler=handler)
-        return p
-
-    def driving(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--detach", action="store_true", help="write the document and return (resume drives it)")
-        p.add_argument("--wait", type=float, default=None, metavar="S",
-                       help="drive it at most S seconds, then exit 75 if it is still running (default: until done)")
-
-    p = add("start", "write a rollout document and drive it", cmd_start, with_id=False)
-    p.add_argument("--id", help="rollout id (default r-<date>-<time>)")
-    p.add_argument("--model", metavar="REF", help="registry/repository:tag[@digest]; the digest is resolved now")
-    p.add_argument("--config", metavar="JSON", help="config values to set (merged into each device's fleet-managed "
-                   "settings; never trust anchors)")
-    p.add_argument("--devices", default="all", help="'all' (default), a glob over device ids or a comma list")
-    p.add_argument("--stage", action="append", metavar="SPEC", help="[name=]N%% | [name=]N | [name=]dev,glob*; "
-                   f"cumulative, repeat for each stage (default {' '.join(DEFAULT_STAGES).replace('%', '%%')})")
-    p.add_argument("--max-failures", default="0%", help="abort above this many failures: N%% of the devices or N "
-                   "(default 0%%)")
-    p.add_argument("--device-timeout", type=float, default=3600.0, metavar="S",
-                   help="an online device not converged S seconds after it took the document counts as failed")
-    p.add_argument("--bake", type=float, default=0.0, metavar="S", help="wait S seconds after a stage settles")
-    add_registry_options(p)
-    driving(p)
-    p = add("status", "where a rollout stands, per stage", cmd_status)
-    p.add_argument("--json", action="store_true")
-    add("pause", "stop dispatching to new devices (nothing is undone)", cmd_pause)
-    driving(add("resume", "drive a paused, interrupted or aborting rollout on", cmd_resume))
-    p = add("abort", "set the previous desired state back on every device the rollout reached", cmd_abort)
-    p.add_argument("--reason", help="recorded in the rollout document")
-    driving(p)
-    p = add("ls", "every rollout document on the broker", cmd_ls, with_id=False)
-    p.add_argument("--json", action="store_true")
-    rollout.set_defaults(handler=lambda a: (rollout.print_help(sys.stderr), 2)[1])

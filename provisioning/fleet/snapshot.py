@@ -14,12 +14,11 @@ import binascii
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from edge.errors import FleetError, UsageError
 from edge.util.fsutil import atomic_write_bytes
-from provisioning.fleet.client import FleetClient, add_broker_options, options_from
+from provisioning.fleet.client import FleetClient, options_from
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +64,3 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     atomic_write_bytes(args.output, data, mode=0o644)
     print(f"{args.output}: {len(data)} bytes, {args.device}/{args.camera} {describe(result)}")
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("snapshot", help="save a device camera's newest classified frame (labels drawn) as JPEG")
-    p.add_argument("device")
-    p.add_argument("camera")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.jpg", help="where to write (- for stdout)")
-    add_broker_options(p)
-    p.set_defaults(handler=cmd_snapshot)

@@ -23,10 +23,10 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 from edge.errors import BrokerConfigError
-from provisioning.pki.ca import CA_CERT, HOMEASSISTANT_NAME, OPERATOR_NAME, SERVER_CERT, SERVER_KEY
+from provisioning.names import OPERATOR_NAME
+from provisioning.pki.ca import CA_CERT, SERVER_CERT, SERVER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -169,30 +169,3 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         return 2
     sys.stdout.write(text)
     return 0
-
-
-def register(sub: Any) -> None:
-    broker = sub.add_parser("broker", help="Mosquitto settings for the fleet broker (ACL, TLS listener)")
-    broker_sub = broker.add_subparsers(dest="broker_command", metavar="SUBCOMMAND")
-    acl = broker_sub.add_parser("device-acl", help="print an ACL confining each device to its own topics")
-    acl.add_argument("--prefix", default="edge", help="topic prefix (the gateway's mqtt.topic_prefix)")
-    acl.add_argument("--operator", default=OPERATOR_NAME, help=f"operator identity (default {OPERATOR_NAME})")
-    acl.add_argument("--no-operator", action="store_true", help="leave the operator block commented out")
-    acl.add_argument("--homeassistant", nargs="?", const=HOMEASSISTANT_NAME, metavar="USER",
-                     help=f"let gateways publish Home Assistant discovery, and USER (default {HOMEASSISTANT_NAME}) "
-                     "read the devices and press rollback")
-    acl.add_argument("--discovery-prefix", default="homeassistant", help="Home Assistant's discovery prefix")
-    acl.set_defaults(handler=cmd_device_acl)
-    conf = broker_sub.add_parser("config", help="print a mosquitto.conf snippet for the TLS listener")
-    conf.add_argument("--ca-dir", type=Path, required=True, help="folder from `edgectl ca init`")
-    conf.add_argument("--acl-file", type=Path, required=True, help="where the device-acl output is saved")
-    conf.add_argument("--port", type=int, default=8883)
-    conf.add_argument("--bind", help="address to listen on (default: all)")
-    conf.add_argument("--devices", type=int, default=10_000, help="fleet size the queues are sized for (default 10000)")
-    conf.set_defaults(handler=cmd_broker_config)
-
-    def show_help(args: argparse.Namespace) -> int:
-        broker.print_help(sys.stderr)
-        return 2
-
-    broker.set_defaults(handler=show_help)

@@ -30,12 +30,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edge.config.schema import _NAME_RE as DEVICE_ID_RE
 from edge.errors import CaError
 from edge.util.fsutil import atomic_write_bytes
+from provisioning.names import HOMEASSISTANT_NAME, OPERATOR_NAME
 
 logger = logging.getLogger(__name__)
 
 CA_KEY, CA_CERT, SERVER_KEY, SERVER_CERT = "ca.key", "ca.crt", "server.key", "server.crt"
-OPERATOR_NAME = "fleet-operator"  # the CN (or username) the ACL gives access to every device
-HOMEASSISTANT_NAME = "homeassistant"  # the CN (or username) of Home Assistant: reads, presses rollback
 RESERVED_NAMES = frozenset({OPERATOR_NAME})
 # never a device's CN: the operator and Home Assistant have wider rights; <prefix>/fleet/ holds rollouts
 RESERVED_DEVICE_IDS = frozenset({OPERATOR_NAME, HOMEASSISTANT_NAME, "fleet"})
@@ -231,31 +230,3 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
         return 1
     print(f"signed {args.role} certificate CN={cn} -> {args.out}")
     return 0
-
-
-def register(sub: Any) -> None:
-    ca = sub.add_parser("ca", help="fleet CA for MQTT TLS: create it, sign device CSRs")
-    ca_sub = ca.add_subparsers(dest="ca_command", metavar="SUBCOMMAND")
-    init = ca_sub.add_parser("init", help="create ca.key/ca.crt and the broker's server.key/server.crt")
-    init.add_argument("--out", type=Path, required=True, help="folder for the CA files")
-    init.add_argument("--server-name", action="append", metavar="NAME",
-                      help="broker DNS name or IP for the server certificate (repeat; e.g. 127.0.0.1)")
-    init.add_argument("--days", type=int, default=3650, help="CA validity (default 3650 days)")
-    init.add_argument("--force", action="store_true", help="replace an existing CA")
-    init.set_defaults(handler=cmd_ca_init)
-    sign = ca_sub.add_parser("sign", help="sign a device CSR (CN = device id) into a client certificate")
-    sign.add_argument("csr", type=Path, metavar="CSR")
-    sign.add_argument("--ca", type=Path, required=True, help="CA folder from `edgectl ca init`")
-    sign.add_argument("--out", type=Path, required=True, help="certificate file to write")
-    sign.add_argument("--days", type=int, default=825, help="validity (default 825 days)")
-    sign.add_argument("--role", choices=("device", "operator", "homeassistant"), default="device",
-                      help=f"operator: a CSR with CN {OPERATOR_NAME!r}, full access per the ACL; homeassistant: "
-                      f"CN {HOMEASSISTANT_NAME!r}, reads devices and presses rollback")
-    sign.add_argument("--force", action="store_true", help="replace an existing certificate file")
-    sign.set_defaults(handler=cmd_ca_sign)
-
-    def show_help(args: argparse.Namespace) -> int:
-        ca.print_help(sys.stderr)
-        return 2
-
-    ca.set_defaults(handler=show_help)

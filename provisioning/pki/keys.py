@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -79,18 +78,3 @@ def cmd_keys_gen(args: argparse.Namespace) -> int:
     print(f"private key {args.out / PRIVATE_NAME} (keep it secret), public key {args.out / PUBLIC_NAME}",
           file=sys.stderr)
     return 0
-
-
-def register(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="signing keys for model artifacts")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND")
-    gen = keys_sub.add_parser("gen", help="generate a model-signing key pair, EC P-256 (signing.key 0600, signing.pub)")
-    gen.add_argument("--out", type=Path, required=True, help="folder for signing.key and signing.pub")
-    gen.add_argument("--force", action="store_true", help="replace an existing key pair")
-    gen.set_defaults(handler=cmd_keys_gen)
-
-    def show_help(args: argparse.Namespace) -> int:
-        keys.print_help(sys.stderr)
-        return 2
-
-    keys.set_defaults(handler=show_help)
