@@ -70,6 +70,9 @@ def test_rollout_state_machine(tmp_path: Path, registry, colour_packages) -> Non
         versions = [b.model_version for b in list(rec.batches)]
         assert versions == sorted(versions) and set(versions) == {1, 2}  # switched exactly once
         assert pipeline.frames_failed == 0
+        serving = pipeline.classifier.health()  # the retained `model` state says which runtime and precision serve
+        assert (manager.summary()["runtime"], manager.summary()["precision"]) == (serving["runtime"], "fp32")
+        assert serving["runtime"] in ("litert", "openvino", "tensorflow")
         for batch in rec.batches:
             assert [int(np.argmax(s)) for s in batch.scores] == [0 if i.frame.camera == "red" else 2 for i in batch.items]
 

@@ -20,7 +20,8 @@ import pytest
 import edge.serving.candidates as cands
 import edge.serving.selection as rs
 from edge.models.store import ModelVersion
-from tests.integration.test_serving_selection import (
+from tests.support.paths import REPO
+from tests.support.selection import (
     BLUE,
     GREEN,
     RED,
@@ -30,7 +31,6 @@ from tests.integration.test_serving_selection import (
     copy_version,
     solid,
 )
-from tests.support.paths import REPO
 
 INT8_RULE = {"tolerance": 0.3, "top1_margin": 0.1, "min_top1_agreement": 0.75}
 
