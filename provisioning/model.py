@@ -42,10 +42,13 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 def cmd_package(args: argparse.Namespace) -> int:
     out = args.out or Path(args.name) / str(args.version)
+    variant = parse_variant(args.variant)
+    tflite = args.tflite or (variant is not None and variant.get("accelerator") == "litert")
     package(args.savedmodel, out, name=args.name, version=args.version, labels=args.labels, golden=args.golden,
             preprocess=parse_preprocess(args.preprocess), output_name=args.output_name,
-            activation=args.activation, force=args.force, source=args.source, variant=parse_variant(args.variant))
-    print(f"packaged {args.name} version {args.version} at {out}")
+            activation=args.activation, force=args.force, source=args.source, variant=variant, tflite=tflite)
+    extra = f" (with model.tflite, {(out / 'model.tflite').stat().st_size} bytes)" if tflite else ""
+    print(f"packaged {args.name} version {args.version} at {out}{extra}")
     return 0
 
 

@@ -26,8 +26,10 @@ from edge.serving.embedded import image_input_of, scores_output_of
 from edge.serving.preprocess import FramePreprocessor
 from edge.serving.protos import messages
 from edge.serving.savedmodel import SavedModelRunner
+from edge.serving.selection_checks import synthetic_images
 from edge.serving.tensors import from_ndarray
 from edge.util.platforms import parse_platform
+from provisioning.modelconvert import add_litert_model
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,10 @@ def _edge_json(spec: Any, output: str, activation: str, created: str, source: st
 def package(savedmodel: Path, out: Path, *, name: str, version: int, labels: Path | None = None,
             golden: Path | None = None, preprocess: Any = None, output_name: str | None = None,
             activation: str = "none", force: bool = False, source: str | None = None,
-            variant: dict[str, Any] | None = None) -> dict:
+            variant: dict[str, Any] | None = None, tflite: bool = False) -> dict:
     """Build a complete version folder at ``out``; returns its model config (model.json). `variant`
-    ({"platform", "accelerator"}, :func:`parse_variant`) marks a variant of a multi-platform version."""
+    ({"platform", "accelerator"}, :func:`parse_variant`) marks a variant of a multi-platform version;
+    `tflite` adds ``model.tflite``, converted and checked on the golden images (provisioning.modelconvert)."""
 
     if not NAME_RE.match(name):
         raise UsageError(f"--name {name!r}: use letters, digits, '_', '.', '-' (it names the model folder)")
@@ -126,8 +129,8 @@ def package(savedmodel: Path, out: Path, *, name: str, version: int, labels: Pat
         (extra / "edge.json").write_text(json.dumps(_edge_json(spec, output, activation, created, source,
                                                                len(golden_images)), indent=1) + "\n")
         batches = []
+        results: dict[str, np.ndarray] = {}
         if golden_images:
-            results = {}
             (extra / "golden").mkdir(exist_ok=True)
             for path, image in golden_images:
                 shutil.copyfile(path, extra / "golden" / path.name)
@@ -136,6 +139,11 @@ def package(savedmodel: Path, out: Path, *, name: str, version: int, labels: Pat
                 results[path.name] = scores
             write_reference(folder, results, output=output)
         _write_warmup(extra, name, image_input.name, batches or [classify(blank)[0]])
+        if tflite:
+            samples = [(p.name, b, results[p.name]) for (p, _), b in zip(golden_images, batches)] or \
+                [(f"synthetic image {i}", *classify(image))
+                 for i, image in enumerate(synthetic_images(image_input.height, image_input.width))]
+            add_litert_model(folder, samples, output=output, activation=activation)
         config = {"format": 1, "name": name, "version": version,
                   "input": {"name": image_input.name, "dtype": image_input.dtype,
                             "shape": [-1, image_input.height, image_input.width, image_input.channels]},

@@ -36,6 +36,9 @@ def add_model(sub: Any) -> None:
     pkg.add_argument("--variant", metavar="PLATFORM[:ACCELERATOR]",
                      help="this folder is one variant of a multi-platform version: linux/arm64, linux/amd64:cuda, "
                           "any:litert (push several variant folders together to make the index)")
+    pkg.add_argument("--tflite", action="store_true",
+                     help="also convert to model.tflite (LiteRT, float32) and check it on the golden images against "
+                          "TensorFlow, for devices without TensorFlow (implied by an accelerator `litert` variant)")
 
     push = command(model_sub, "push", "push packaged version folder(s); prints the digest the tag points at",
                    "provisioning.model:cmd_push")

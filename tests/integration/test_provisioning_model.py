@@ -9,14 +9,22 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.model_server.warmup import read_records
 from edge.models.artifact.pull import pull_model
 from edge.models.artifact.signing import load_model_public_key
 from edge.models.golden import load_golden, mismatch
+from edge.models.store import ModelVersion
+from edge.serving.base import softmax
+from edge.serving.candidates import convert_saved_model
+from edge.serving.embedded import EmbeddedClassifier
+from edge.serving.litert import LiteRTModel
+from edge.serving.preprocess import FramePreprocessor
 from edge.transport.oci import referrers_tag
 from edge.util.ociref import Reference
+from provisioning import modelconvert
 from provisioning.cli import main
 from tests.support.models import COLOUR_LABELS, build_colour_model
-from tests.support.packages import make_version
+from tests.support.packages import build_colour_variant, make_version
 
 SOLID = {"red": (90, 90, 150), "green": (90, 150, 90), "blue": (150, 90, 90)}  # BGR, tinted: scores ~0.98, not 1.0
 
@@ -62,11 +70,6 @@ def package_args(savedmodel: Path, out: Path, labels: Path, golden: Path, *extra
 
 def test_package_push_promote_ls_and_pull(capsys, tmp_path: Path, registry, colour_savedmodel: Path,
                                           golden_dir: Path, labels_file: Path) -> None:
-    from edge.model_server.warmup import read_records
-    from edge.models.store import ModelVersion
-    from edge.serving.embedded import EmbeddedClassifier
-    from edge.serving.preprocess import FramePreprocessor
-
     out = tmp_path / "colour" / "1"
     code, stdout, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir))
     assert code == 0, err
@@ -118,6 +121,31 @@ def test_package_push_promote_ls_and_pull(capsys, tmp_path: Path, registry, colo
         scores = classifier.classify(pre.batch_to_input(pre.to_model_pixels(item.image_bgr)[None]))[0]
         assert mismatch(item, scores) is None
         assert mismatch(item, np.roll(scores, 1)) is not None  # a different model would be caught
+
+
+def test_package_litert_variant_carries_a_checked_model_tflite(capsys, tmp_path: Path, colour_savedmodel: Path,
+                                                               golden_dir: Path, labels_file: Path, monkeypatch) -> None:
+    """`--variant any:litert` converts the SavedModel to model.tflite and checks it on the golden images;
+    a conversion that answers differently is refused with the images named, and nothing is written."""
+    out = tmp_path / "litert" / "1"
+    code, stdout, err = run(capsys, *package_args(colour_savedmodel, out, labels_file, golden_dir,
+                                                  "--variant", "any:litert"))
+    assert code == 0, err
+    assert "with model.tflite" in stdout
+    info = EmbeddedClassifier(ModelVersion("colour", 1, out)).info
+    pre = FramePreprocessor(info.image_input, info.metadata.preprocess)
+    model = LiteRTModel(out / "model.tflite", output_name="logits")
+    for item in load_golden(out):
+        scores = softmax(model.run(pre.batch_to_input(pre.to_model_pixels(item.image_bgr)[None])))[0]
+        assert mismatch(item, scores) is None
+
+    wrong = build_colour_variant(tmp_path / "wrong", "permuted")  # red -> "green": a broken converter
+    monkeypatch.setattr(modelconvert, "convert_saved_model", lambda folder: convert_saved_model(wrong))
+    refused = tmp_path / "refused" / "1"
+    code, _, err = run(capsys, *package_args(colour_savedmodel, refused, labels_file, golden_dir, "--tflite"))
+    assert code == 2
+    assert_one_line_error(err, "the LiteRT conversion does not reproduce TensorFlow on 3 of 3 image(s)")
+    assert not refused.exists()
 
 
 def test_package_refuses_bad_input(capsys, tmp_path: Path, colour_savedmodel: Path, golden_dir: Path,

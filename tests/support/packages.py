@@ -4,6 +4,7 @@
   (``edgectl model package``'s `package()`, with golden red/green/blue images and their reference).
   Bad variants keep the GOOD model's golden reference but swap in another SavedModel:
   ``permuted`` (classes rotated: red -> "green"), ``nan`` (outputs NaN); ``nogolden`` has none.
+- `build_colour_variant(saved, variant)`: just the SavedModel of a bad variant.
 - `make_version(folder)`: a version folder that packs like a real one, without TensorFlow.
 - `fake_version_folder(base, version)`: `base/<version>/saved_model.pb` (a servable-looking folder).
 - `push(registry, tag, folder, key)`: push a packaged folder as `models/colour:<tag>` (signed when
@@ -42,7 +43,7 @@ def write_golden_images(folder: Path) -> Path:
     return folder
 
 
-def _build_variant(saved: Path, variant: str) -> None:
+def build_colour_variant(saved: Path, variant: str) -> Path:
     """A colour-shaped SavedModel (same signature) that answers differently."""
     import keras  # heavy (TensorFlow): only when a package is built
 
@@ -54,6 +55,7 @@ def _build_variant(saved: Path, variant: str) -> None:
     model = keras.Model(image, dense(means))
     dense.set_weights([colour_kernel(variant).astype(np.float32), np.zeros(3, dtype=np.float32)])
     export_serving(model, saved, "image", [None, COLOUR_SIZE, COLOUR_SIZE, 3], "uint8", "logits")
+    return saved
 
 
 def package_colour(out: Path, version: int, variant: str = "good", name: str = "colour") -> Path:
@@ -66,7 +68,7 @@ def package_colour(out: Path, version: int, variant: str = "good", name: str = "
                 activation="softmax", force=True)
         if variant not in ("good", "nogolden"):
             bad = tmp_path / "bad"
-            _build_variant(bad, variant)
+            build_colour_variant(bad, variant)
             (out / "saved_model.pb").unlink()
             shutil.rmtree(out / "variables")
             shutil.copyfile(bad / "saved_model.pb", out / "saved_model.pb")
