@@ -44,7 +44,7 @@ def _readable_file(path: Path, key: str) -> None:
 
 
 class ConsoleConfig(BaseModel):
-    """`[console]`: see the README's Console section."""
+    """`[console]`: see docs/console.md."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 

@@ -65,7 +65,7 @@ def _format_error(err: ValidationError) -> str:
     kind = first["type"]
     msg = str(first["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the README for the accepted keys)"
+        msg = "unknown key (check the spelling; docs/configuration.md lists the accepted keys)"
     elif kind == "missing":
         msg = "is required but missing"
     elif "input" in first and kind.endswith("_type"):

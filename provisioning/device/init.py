@@ -73,7 +73,7 @@ def render_toml(doc: dict[str, Any]) -> str:
         elif isinstance(value, list):
             for item in value:
                 lines += ["", f"[[{key}]]"] + [f"{k} = {toml_value(v)}" for k, v in item.items()]
-    return "# Written by `edgectl init`; checked by `edgectl config check`. Keys: see the README.\n" + \
+    return "# Written by `edgectl init`; checked by `edgectl config check`. Keys: docs/configuration.md.\n" + \
         "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,7 @@ class Budget:
 
     @classmethod
     def for_minutes(cls, minutes: float, seed: int = 1) -> Budget:
-        """The full run: `minutes` in all (15 gives the table in the README)."""
+        """The full run: `minutes` in all (15 gives the table in docs/reliability.md)."""
         f = max(0.2, minutes / 15.0)
         return cls(
             broker_faults=max(2, round(8 * f)), broker_gap_s=(5.0, 40.0 if f >= 1 else 15.0),

@@ -126,7 +126,7 @@ def test_console_page_shows_the_labelled_live_view_plots_and_status(
 def test_demo_prints_the_console_url_and_its_page_shows_the_cat_labelled(
         demo_model_store, demo_video, open_page, tmp_path: Path) -> None:
     """`make demo` (tools/demo.py): the URL it prints serves the demo camera with the cat labelled.
-    The screenshot taken here is the README's docs/images/console.png (written when missing, or
+    The screenshot taken here is docs/images/console.png (shown in the README) (written when missing, or
     replaced with EDGE_UPDATE_SCREENSHOTS=1, so a test run leaves the committed one alone)."""
     video, sidecar = demo_video
     cat_labels = set(next(s for s in json.loads(Path(sidecar).read_text())["segments"]

@@ -40,7 +40,7 @@ BASE: dict[str, Any] = {
     "results": {"publish": "always"},
     "rollout": {"keep_versions": 3},
 }
-# every key the README documents, as (section path, key); the value gets replaced by hostile data
+# every key docs/configuration.md documents, as (section path, key); the value gets replaced by hostile data
 KNOWN_KEYS: list[tuple[tuple[Any, ...], str]] = [
     ((), "device_id"), ((), "log_level"), ((), "cameras"), ((), "model"), ((), "mqtt"),
     *[(("cameras", 0), k) for k in ("name", "source", "fps", "size", "loop", "realtime", "watchdog_s",
