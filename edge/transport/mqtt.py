@@ -4,16 +4,8 @@ Topics (prefix `edge` by default): `<prefix>/<device>/results/<camera>`, `.../ev
 `.../health` (retained) and `.../status` (retained `online` on every connect, `offline` as the
 last will, `stopped` on a clean `stop()`).
 
-Delivery guarantee: **at-least-once** for results and events. Each message is committed to the
-`Spool` first (which assigns its `seq`); a sender thread hands spooled messages to paho in seq
-order with at most `max_inflight` unacknowledged, and deletes a message from the spool only after
-its PUBACK arrived with a success reason code. Consequences:
-- a broker outage with the session resumed: paho re-sends its in-flight messages (DUP flag);
-- a broker that lost the session, or a process restart: everything unacknowledged is sent again
-  from the spool, in seq order.
-Either way a consumer may see a seq twice (never zero times, unless the spool cap dropped it —
-counted in `spool.dropped`); consumers de-duplicate by `seq`. Health messages are not spooled:
-latest wins, and they are dropped (counted) while offline.
+Delivery guarantee: at least once for results and events (edge.transport.outbox says how); health
+messages are not spooled: latest wins, and they are dropped (counted) while offline.
 
 `MqttConnection` is the only code that touches paho; `MqttReporter` builds on it.
 """

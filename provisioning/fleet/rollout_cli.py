@@ -20,12 +20,21 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge.errors import DesiredStateError, ExitCode, FleetError, UsageError
-from edge.util.shadow import Outcome, parse_config, parse_model
+from edge.errors import ExitCode, FleetError, UsageError
+from edge.util.shadow import Outcome
 from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.controller import Controller, classify, publish_rollout, summarise
 from provisioning.fleet.rollout import resolve_digest
-from provisioning.fleet.rollouts import ID_RE, TERMINAL, Rollout, RolloutState, Stage, parse_stage
+from provisioning.fleet.rollouts import (
+    ID_RE,
+    TERMINAL,
+    Rollout,
+    RolloutState,
+    Stage,
+    config_option,
+    model_option,
+    parse_stage,
+)
 from provisioning.fleet.state import select_devices
 from provisioning.fleet.view import FleetView
 from provisioning.names import DEFAULT_STAGES
@@ -81,20 +90,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     model = None
     if args.model is not None:
         args.ref = args.model
-        digest = resolve_digest(args)
-        try:
-            model = parse_model({"ref": args.model.split("@")[0], "digest": digest}, "--model")
-        except DesiredStateError as exc:
-            raise UsageError(str(exc)) from None
-    config = None
-    if args.config is not None:
-        try:
-            config = json.loads(args.config)
-            parse_config({"revision": 0, "values": config}, "--config")
-        except ValueError as exc:
-            raise UsageError(f"--config: not valid JSON: {exc}") from None
-        except DesiredStateError as exc:
-            raise UsageError(str(exc)) from None
+        model = model_option(args.model, resolve_digest(args))
+    config = config_option(args.config) if args.config is not None else None
     with FleetClient(options_from(args)).connect(min(args.timeout, 30.0)) as client:
         view = _view(args, client)
         if rollout_id in view.rollouts:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioning.device.init import toml_value  # the TOML scalars `edgectl init` writes
+
 
 @dataclass
 class CameraSpec:
@@ -11,16 +13,6 @@ class CameraSpec:
     source: str
     fps: float = 10.0
     extra: dict[str, object] = field(default_factory=dict)
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_config(
