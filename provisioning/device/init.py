@@ -232,17 +232,7 @@ def install_ca_cert(source: Path, dest: Path) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    try:
-        written = run_init(args)
-    except InitError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except (EOFError, KeyboardInterrupt):
-        print("edgectl: init cancelled", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"edgectl: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+    written = run_init(args)
     for path in written:
         print(f"wrote {path}")
     if args.tls:
@@ -286,13 +276,6 @@ def install_certificate(cert_path: Path, ca_cert: Path | None, root: Path | None
 
 
 def cmd_cert_install(args: argparse.Namespace) -> int:
-    try:
-        cn = install_certificate(args.cert, args.ca_cert, args.root)
-    except InitError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"edgectl: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+    cn = install_certificate(args.cert, args.ca_cert, args.root)
     print(f"installed device certificate CN={cn} in {under_root(args.root, ETC / CERT_NAME)}")
     return 0

@@ -243,14 +243,7 @@ def uninstall(root: Path | None, purge: bool) -> tuple[list[Path], list[str]]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    try:
-        written, notes = install(args.root, enable=not args.no_enable)
-    except ServiceInstallError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"edgectl: install failed at {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+    written, notes = install(args.root, enable=not args.no_enable)
     for path in written:
         print(f"installed {path}")
     for note in notes:
@@ -259,11 +252,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    try:
-        removed, notes = uninstall(args.root, purge=args.purge)
-    except OSError as exc:
-        print(f"edgectl: uninstall failed at {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+    removed, notes = uninstall(args.root, purge=args.purge)
     for path in removed:
         print(f"removed {path}")
     for note in notes:

@@ -145,12 +145,8 @@ def broker_config(ca_dir: Path, acl_file: Path, *, port: int = 8883, bind: str |
 
 
 def cmd_device_acl(args: argparse.Namespace) -> int:
-    try:
-        text = device_acl(args.prefix, None if args.no_operator else args.operator, args.homeassistant,
-                          args.discovery_prefix)
-    except BrokerConfigError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
+    text = device_acl(args.prefix, None if args.no_operator else args.operator, args.homeassistant,
+                      args.discovery_prefix)
     sys.stdout.write(text)
     return 0
 
@@ -159,13 +155,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     missing = [str(args.ca_dir / name) for name in (CA_CERT, SERVER_CERT, SERVER_KEY)
                if not (args.ca_dir / name).is_file()]
     if missing:
-        print(f"edgectl: {', '.join(missing)} not found: --ca-dir must be a folder made by `edgectl ca init`",
-              file=sys.stderr)
-        return 2
-    try:
-        text = broker_config(args.ca_dir, args.acl_file, port=args.port, bind=args.bind, devices=args.devices)
-    except BrokerConfigError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
+        raise BrokerConfigError(f"{', '.join(missing)} not found: --ca-dir must be a folder made by `edgectl ca init`")
+    text = broker_config(args.ca_dir, args.acl_file, port=args.port, bind=args.bind, devices=args.devices)
     sys.stdout.write(text)
     return 0

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,14 +204,7 @@ def sign_csr(csr_path: Path, ca_dir: Path, out: Path, *, days: int = 825, role: 
 # ---------------------------------------------------------------------------------------- CLI
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    try:
-        files = init_ca(args.out, args.server_name or [], days=args.days, force=args.force)
-    except CaError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"edgectl: cannot write the CA to {args.out}: {exc.strerror}", file=sys.stderr)
-        return 1
+    files = init_ca(args.out, args.server_name or [], days=args.days, force=args.force)
     print(f"CA certificate {files.ca_cert} (copy to the broker and to every device)")
     print(f"CA private key {files.ca_key} (keep it secret: it signs device certificates)")
     print(f"broker certificate {files.server_cert} + key {files.server_key} for {', '.join(args.server_name)}")
@@ -220,13 +212,6 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_sign(args: argparse.Namespace) -> int:
-    try:
-        cn = sign_csr(args.csr, args.ca, args.out, days=args.days, role=args.role, force=args.force)
-    except CaError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"edgectl: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
-        return 1
+    cn = sign_csr(args.csr, args.ca, args.out, days=args.days, role=args.role, force=args.force)
     print(f"signed {args.role} certificate CN={cn} -> {args.out}")
     return 0

@@ -66,14 +66,7 @@ def generate_keys(out: Path, *, force: bool = False, name: str = "signing", algo
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
-    try:
-        kid = generate_keys(args.out, force=args.force)
-    except KeyGenError as exc:
-        print(f"edgectl: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"edgectl: cannot write keys to {args.out}: {exc.strerror}", file=sys.stderr)
-        return 1
+    kid = generate_keys(args.out, force=args.force)
     print(f"key id {kid}")
     print(f"private key {args.out / PRIVATE_NAME} (keep it secret), public key {args.out / PUBLIC_NAME}",
           file=sys.stderr)
