@@ -37,8 +37,10 @@ def _date() -> str:
 def argparse_page(parser: argparse.ArgumentParser, description: str, version: str) -> str:
     from argparse_manpage.manpage import Manpage  # build dependency
 
-    return str(Manpage(parser, _data={"version": version, "project_name": "edge-gateway", "date": _date(),
+    page = str(Manpage(parser, _data={"version": version, "project_name": "edge-gateway", "date": _date(),
                                       "description": description, "manual_title": "edge manual"}))
+    # a text line starting with ' is a roff control line (help texts such as "'all', a glob..."): \& keeps it text
+    return "\n".join("\\&" + line if line.startswith("'") else line for line in page.split("\n"))
 
 
 def model_server_page(flags: ModuleType, version: str) -> str:

@@ -2,7 +2,8 @@
 
 - tests/fixtures/: pytest plugins (listed below) that start real components: Mosquitto, ffmpeg
   streams, docker-registry, TensorFlow/LiteRT test models, the gateway and edge-model-server
-  processes, a TLS fleet, PostgreSQL. Fixtures only, plus the process classes they need.
+  processes, a TLS fleet, PostgreSQL, and the delivery artefacts (the wheel, the .deb, a debootstrap
+  root, podman). Fixtures only, plus the process classes they need.
 - tests/support/: plain helpers, no fixtures: `waits.wait_until` (the one polling helper),
   `net`, `fakes` (fake cameras, classifiers, sinks), `frames`, `models`, `packages`, `mqtt`,
   `config` (gateway TOML), `processes`, `paths`.
@@ -36,6 +37,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.systemd",
     "tests.fixtures.browser",
+    "tests.fixtures.packaging",
 ]
 
 TESTS = Path(__file__).resolve().parent
