@@ -3,10 +3,11 @@
 The bench's model versions get golden images (the demo photos, mirrored and centre-cropped: 12
 images, reference outputs from TensorFlow, as `edgectl model package` writes them) and declare an
 int8 acceptance rule holding the issue's goal (top-1 agreement >= 99% on the golden set), so
-selection builds, verifies and times LiteRT fp32, OpenVINO fp32 and calibrated int8 LiteRT. Each
-candidate's cached model is then loaded in the gateway's serving shape (one single-threaded
-interpreter or stream per core) and driven like the gateway drives it, the candidates interleaved
-round by round; ratios are to LiteRT fp32 measured in the same rounds.
+selection builds, verifies and times LiteRT fp32, OpenVINO fp32 and calibrated int8 LiteRT, each in
+the gateway's serving shape (edge.serving.selection_checks: one single-threaded interpreter or stream
+per core, one thread each; its figure is `selection_img_s`). Each candidate's cached model is then
+loaded in that same shape again and driven like the gateway drives it for longer, the candidates
+interleaved round by round; ratios are to LiteRT fp32 measured in the same rounds.
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def candidate_rows(store: Path, model: str, seconds: float, rounds: int = 3) -> 
         rows.append({"name": name, "runtime": result["runtime"], "precision": result["precision"],
                      "ok": result["ok"], "agreement": result.get("top1_agreement"),
                      "max_abs_diff": result.get("max_abs_diff"), "img_s": rate,
+                     "selection_img_s": result.get("img_per_s"), "timed_shape": result.get("timed_shape"),
                      "ratio": rate / base if rate and base else None,
                      "selected": name == selection["candidate"], "error": result.get("error")})
     for pool in pools.values():
@@ -101,6 +103,10 @@ def describe(row: dict) -> str:
     agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
     diff = "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2g}"
     note = f"{verdict}; top-1 agreement {agreement}, max|diff| {diff}"
+    shape = row.get("timed_shape")
+    if row.get("selection_img_s") and shape:
+        note += (f"; selection timed {row['selection_img_s']:.1f} img/s as {shape['concurrency']} thread(s) x "
+                 f"batch {shape['batch']}")
     if row["error"] and not row["ok"]:
         note += f" ({row['error'][:70]})"
     return note

@@ -115,7 +115,8 @@ def raw_parallel_rate(classifier, seconds: float, rounds: int = 2, video: Path |
 
 
 class MqttWatch:
-    """Subscribes to everything under edge/: counts results, keeps their latencies and the health docs."""
+    """Subscribes to everything under edge/: counts results, keeps their latencies and the health docs
+    published while it listens (not the retained one an earlier gateway left)."""
 
     def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
@@ -139,7 +140,9 @@ class MqttWatch:
                 lat = payload["latency_ms"]
                 self.latency.append((lat["total"], lat["inference"], lat.get("to_inference", float("nan"))))
                 self.frames.setdefault(payload["camera"], []).append(int(payload["frame"]))
-        elif topic.endswith("/health"):
+        elif topic.endswith("/health") and not message.retain:
+            # a retained health document was left by the gateway the previous run started (same device
+            # id, same broker): its rss_mb is that process's, not this one's
             doc = json.loads(message.payload)
             with self.lock:
                 self.health = doc
@@ -300,6 +303,8 @@ def run_swap_bench(swaps: int) -> dict[str, str]:
     for line in lines:
         if line.startswith("p99 capture->publish during swaps"):
             out["p99_ratio"] = line.split(":", 1)[1].split()[0]
+        if line.startswith("RSS after"):
+            out["rss_ratio"] = line.split(":", 1)[1].split()[0]
         if line.startswith("frames failed during the swaps"):
             out["frames_failed"] = line.split(":", 1)[1].split(";")[0].strip()
     if proc.returncode != 0:

@@ -24,7 +24,8 @@ and the demo EfficientNet-Lite0:
    worst case: N frames queue behind each other on the inference threads every interval);
 4. peak RSS of the gateway in embedded-LiteRT mode and in tfserving-client mode, 2 cameras (goal <= 250 MB
    for the latter);
-5. bench/swap.py: frames lost during model swaps (must be 0) and the p99 ratio during swaps;
+5. bench/swap.py (20 swaps): frames lost during model swaps (must be 0), the p99 ratio during swaps and
+   RSS after the last swap / after the first;
 6. issue 17: every runtime candidate x precision runtime selection builds (bench/candidates.py: LiteRT fp32,
    OpenVINO fp32, calibrated int8 LiteRT; golden images and a declared int8 rule), with its top-1 agreement,
    in the gateway's serving shape, / LiteRT fp32; the gateway at capacity with the runtime selection picked
@@ -271,6 +272,8 @@ def print_table(models: list[str], raw: dict[str, dict[str, float]], sections: d
           f"{swap.get('frames_failed', '?'):>9s} {'frames':6s} {'':6s}  0")
     print(f"{'colour model':18s} {'model swaps: p99 during swaps / steady p99':60s} {'':9s} {'':6s} "
           f"{swap.get('p99_ratio', '?'):>6s}")
+    print(f"{'colour model':18s} {'model swaps: RSS after the last swap / after the first':60s} {'':9s} {'':6s} "
+          f"{swap.get('rss_ratio', '?'):>6s}  (a leak shows well above 1)")
     print(f"swap bench said: {swap.get('raw', '')}")
     print(f"bench wall time {time.monotonic() - started:.0f}s")
 
@@ -295,7 +298,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=8.0, help="seconds measured per gateway run")
     parser.add_argument("--raw-seconds", type=float, default=2.0, help="seconds per raw row per round (2 rounds)")
     parser.add_argument("--naive-seconds", type=float, default=8.0)
-    parser.add_argument("--swaps", type=int, default=4)
+    parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--models", default="mobilenet_v2,efficientnet_lite0")
     parser.add_argument("--h264-cameras", type=int, default=3, help="RTSP 1080p30 cameras per capture mode")
     args = parser.parse_args()

@@ -2,10 +2,12 @@
 
     python bench/swap.py [--swaps 20] [--fps 30] [--cameras 2]
 
-The real pipeline (batcher -> embedded TensorFlow -> ResultPublisher) classifies solid-colour
-frames from in-process camera slots while the RolloutManager swaps the colour test model back
-and forth between two installed versions (load -> golden-image validation -> set_classifier ->
-probation), `--swaps` times. Prints ratios only:
+The real pipeline (batcher -> the embedded backend, runtime as selected -> ResultPublisher) classifies
+solid-colour frames from in-process camera slots while the RolloutManager swaps the colour test model
+back and forth between two installed versions (load -> golden-image validation -> set_classifier ->
+probation), `--swaps` times; each swap back to version 1 is allowed first as a verified signed
+rollback document would allow it (rollback protection refuses older versions otherwise). Prints
+ratios only:
 
 1. p99 capture -> publish latency (results' latency_ms.total) in the windows around each swap
    (from the deploy request to 1 s after the switch) / the p99 of steady state before any swap;
@@ -34,11 +36,13 @@ from edge.config.loader import parse_config
 from edge.inference.batcher import FrameBatcher
 from edge.inference.pipeline import InferencePipeline
 from edge.inference.results import ResultPublisher
-from edge.models.state import ModelState, StateStore
+from edge.models.state import ModelState, RolloutState, StateStore
 from edge.rollout.installer import ModelInstaller
 from edge.rollout.manager import RolloutManager, RolloutSettings
 from edge.util.ociref import Reference
-from tests.test_rollout_support import BLUE, GREEN, RED, SolidCamera, package_colour, start_ticker
+from tests.support.fakes import SolidCamera, start_ticker
+from tests.support.frames import BLUE, GREEN, RED
+from tests.support.packages import package_colour
 
 DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}
 
@@ -79,7 +83,7 @@ def main() -> int:
         for version in (1, 2):
             package_colour(base / str(version), version)
         state_store = StateStore(base)
-        state = ModelState(state="serving", serving_version=1, serving_digest=DIGESTS[1], installed=dict(DIGESTS),
+        state = ModelState(state=RolloutState.SERVING, serving_version=1, serving_digest=DIGESTS[1], installed=dict(DIGESTS),
                            validated=list(DIGESTS.values()))
         state_store.save(state)
         config = parse_config({"device_id": "bench", "cameras": [{"name": "c", "source": "rtsp://127.0.0.1:1/unused"}],
@@ -110,7 +114,7 @@ def main() -> int:
         start_ticker(frame_ready, 1.0 / args.fps, stop_ticker)
         pipeline = InferencePipeline(FrameBatcher(cameras, frame_ready, 4, 0.005), first, publisher.submit)
         manager.pipeline = pipeline
-        manager._next_poll = float("inf")  # only explicit deploys in this benchmark
+        manager.watcher._next_poll = float("inf")  # only explicit deploys in this benchmark (no registry)
         publisher.start()
         pipeline.start()
         manager.start()
@@ -124,6 +128,8 @@ def main() -> int:
             rss_first = rss_last = 0
             for swap in range(args.swaps):
                 target = 2 if swap % 2 == 0 else 1
+                if target == 1:  # back to the older version: what a verified signed rollback document records
+                    manager.allow_rollback(1, DIGESTS[1], time.time() + 3600, counter=swap)
                 asked = time.monotonic()
                 manager.deploy(f"127.0.0.1:1/models/colour@{DIGESTS[target]}")
                 with switched:

@@ -111,7 +111,7 @@ def load_classifier(config: GatewayConfig, version: ModelVersion | None = None) 
         version = ModelStore(config.model.store).resolve(config.model.name, config.model.version)
     return EmbeddedClassifier(version, preprocess_override=override, threads=config.serving.threads,
                               runtime=config.serving.runtime, interpreters=config.serving.interpreters,
-                              precision=config.serving.precision)
+                              precision=config.serving.precision, max_batch_size=config.serving.max_batch_size)
 
 
 def load_candidate(config: GatewayConfig, version: ModelVersion) -> Classifier:

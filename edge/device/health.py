@@ -22,6 +22,9 @@ from edge.models.state import RolloutState
 
 logger = logging.getLogger(__name__)
 
+# in-process inference runtimes (tens to hundreds of MB each): which ones this process has loaded
+INFERENCE_RUNTIMES = ("tensorflow", "openvino", "ai_edge_litert")
+
 
 @dataclass(frozen=True)
 class HealthInputs:
@@ -101,5 +104,6 @@ class HealthMonitor:
                 "system_cpu_percent": psutil.cpu_percent(None),
                 "system_memory_percent": psutil.virtual_memory().percent,
                 "tensorflow_imported": "tensorflow" in sys.modules,
+                "runtimes_imported": [name for name in INFERENCE_RUNTIMES if name in sys.modules],
             },
         }

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.inference.batcher import FrameBatcher, WorkItem
-from edge.serving.base import Classifier, ImageInput
+from edge.serving.base import Classifier, ImageInput, serving_shape
 from edge.serving.preprocess import FramePreprocessor
 from edge.util.stats import percentile
 
@@ -46,9 +46,6 @@ class ClassifiedBatch:
     labels: Sequence[str]
     inference_ms: float
     finished_mono: float
-
-
-MAX_WORKERS = 16
 
 
 class _Worker:
@@ -146,13 +143,12 @@ class InferencePipeline:
         if classifier is self._synced_classifier:
             return
         preferred = classifier.preferred_batch_size
-        size = self._max_batch_size if not preferred else max(1, min(self._max_batch_size, int(preferred)))
+        workers, size = serving_shape(preferred, classifier.concurrency, self._max_batch_size)
         preprocessor = self._preprocessor_for_info(classifier.info)  # may raise: retried next turn
         if size != self._batcher.max_batch_size:
             logger.info("batch size %d (serving.max_batch_size %d, the %s runtime prefers %s)", size,
                         self._max_batch_size, classifier.info.runtime, preferred)
         self._batcher.max_batch_size = size
-        workers = max(1, min(MAX_WORKERS, int(classifier.concurrency or 1)))
         if workers != self._active_workers:
             logger.info("%d inference thread(s) (the classifier runs %d call(s) at once)", workers, workers)
         self._active_workers = workers

@@ -15,6 +15,16 @@ from edge.models.metadata import VersionMetadata
 
 logger = logging.getLogger(__name__)
 
+MAX_INFERENCE_THREADS = 16  # the pipeline never runs more inference threads than this
+DEFAULT_MAX_BATCH_SIZE = 8  # serving.max_batch_size's default
+
+
+def serving_shape(preferred_batch_size: int | None, concurrency: int, max_batch_size: int) -> tuple[int, int]:
+    """(inference threads, images per classify() call): how the pipeline drives a classifier that
+    prefers ``preferred_batch_size`` (None: as configured) and runs ``concurrency`` calls at once,
+    with ``serving.max_batch_size``. Runtime selection times every candidate in this same shape."""
+    batch = max_batch_size if not preferred_batch_size else max(1, min(max_batch_size, int(preferred_batch_size)))
+    return max(1, min(MAX_INFERENCE_THREADS, int(concurrency or 1))), batch
 
 
 @dataclass(frozen=True)

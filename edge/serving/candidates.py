@@ -44,7 +44,7 @@ OPENVINO_FILE = "openvino.xml"
 SHIPPED_FILE = "model.tflite"
 MAX_CALIBRATION_FRAMES = 200
 
-Served = Any  # LiteRTClassifier | OpenVINOClassifier: classify, close, pooled, warm_up, concurrency, threads
+Served = Any  # LiteRTClassifier | OpenVINOClassifier: classify, close, warm_up, concurrency, threads, preferred_batch_size
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Candidate:
     runtime: str  # "litert" | "openvino"
     precision: str  # "fp32" | "int8" | "shipped"
     source: str  # "converted" | "shipped" | "calibrated"
-    build: Callable[[], tuple[Served, Path | None]]  # (classifier over one interpreter, the file it serves)
+    build: Callable[[], tuple[Served, Path | None]]  # (classifier in its serving shape, the file it serves)
 
 
 def cache_dir(version_dir: Path) -> Path:
@@ -128,13 +128,15 @@ def calibration_inputs(version_dir: Path, info: ClassifierInfo, preprocess: Any,
 
 
 # ----------------------------------------------------------------------------- candidates
-def _litert(model: bytes | Path, info: ClassifierInfo, threads: int) -> tuple[Served, Path | None]:
-    return LiteRTClassifier(model, info, threads=threads), model if isinstance(model, Path) else None
+def _litert(model: bytes | Path, info: ClassifierInfo, threads: int, interpreters: int) -> tuple[Served, Path | None]:
+    return (LiteRTClassifier(model, info, threads=threads, interpreters=interpreters),
+            model if isinstance(model, Path) else None)
 
 
 def candidates(version_dir: Path, info: ClassifierInfo, *, has_savedmodel: bool, threads: int,
-               int8_inputs: Callable[[], np.ndarray] | None) -> list[Candidate]:
-    """Every candidate this version and this installation can try, in a fixed order.
+               int8_inputs: Callable[[], np.ndarray] | None, interpreters: int = 1) -> list[Candidate]:
+    """Every candidate this version and this installation can try, in a fixed order, each built in the
+    serving shape: ``interpreters`` LiteRT interpreters (OpenVINO streams) of ``threads`` threads each.
 
     ``int8_inputs`` gives the calibration inputs (None: int8 is not allowed for this version)."""
     version_dir = Path(version_dir)
@@ -146,12 +148,12 @@ def candidates(version_dir: Path, info: ClassifierInfo, *, has_savedmodel: bool,
                 data = convert_saved_model(version_dir)
                 logger.info("%s: converted to LiteRT in %.1fs (%.1f MB)", version_dir,
                             time.perf_counter() - started, len(data) / 1e6)
-                return _litert(_store(version_dir, CONVERTED_FILE, data), info, threads)
+                return _litert(_store(version_dir, CONVERTED_FILE, data), info, threads, interpreters)
             found.append(Candidate("litert", "litert", "fp32", "converted", converted))
         shipped = version_dir / SHIPPED_FILE
         if shipped.is_file():
             found.append(Candidate("litert_shipped", "litert", "shipped", "shipped",
-                                   lambda: _litert(shipped, info, threads)))
+                                   lambda: _litert(shipped, info, threads, interpreters)))
         if has_savedmodel and int8_inputs is not None:
             def calibrated() -> tuple[Served, Path | None]:
                 started = time.perf_counter()
@@ -159,7 +161,7 @@ def candidates(version_dir: Path, info: ClassifierInfo, *, has_savedmodel: bool,
                 data = convert_int8(version_dir, info.image_input.name, inputs)
                 logger.info("%s: quantized to int8 on %d calibration images in %.1fs (%.1f MB)", version_dir,
                             len(inputs), time.perf_counter() - started, len(data) / 1e6)
-                return _litert(_store(version_dir, INT8_FILE, data), info, threads)
+                return _litert(_store(version_dir, INT8_FILE, data), info, threads, interpreters)
             found.append(Candidate("litert_int8", "litert", "int8", "calibrated", calibrated))
     if openvino_available():
         shipped_ir = version_dir / SHIPPED_XML
@@ -168,7 +170,7 @@ def candidates(version_dir: Path, info: ClassifierInfo, *, has_savedmodel: bool,
 
         def ir() -> tuple[Served, Path | None]:
             xml = shipped_ir if shipped_ir.is_file() else convert_to_ir(origin, cache_dir(version_dir) / OPENVINO_FILE)
-            return OpenVINOClassifier(xml, info, threads=threads), xml
+            return OpenVINOClassifier(xml, info, threads=threads, interpreters=interpreters), xml
         if shipped_ir.is_file() or has_savedmodel or origin.is_file():
             found.append(Candidate("openvino", "openvino", "fp32", source, ir))
     return found

@@ -21,7 +21,7 @@ import numpy as np
 from edge.errors import ClassifierError
 from edge.models.metadata import PreprocessSpec, read_version_metadata
 from edge.models.store import ModelVersion
-from edge.serving.base import ClassifierBase, ClassifierInfo, ImageInput, softmax
+from edge.serving.base import DEFAULT_MAX_BATCH_SIZE, ClassifierBase, ClassifierInfo, ImageInput, softmax
 from edge.serving.candidates import load_served
 from edge.serving.litert import LiteRTModel, pool_shape
 from edge.serving.savedmodel import SavedModelRunner, SignatureInfo
@@ -98,11 +98,13 @@ class EmbeddedClassifier(ClassifierBase):
         isolate_selection: bool | None = None,
         interpreters: int = 0,
         precision: str = "auto",
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         """``isolate_selection``: convert and time in a child process, so that this process imports
         TensorFlow only if TensorFlow ends up serving. None = isolate when TensorFlow is not imported yet.
-        ``threads``/``interpreters``: how LiteRT serves (see :func:`edge.serving.litert.pool_shape`);
-        the runtime is chosen by timing one interpreter on ``threads`` (0: all cores) against TensorFlow."""
+        ``threads``/``interpreters``: how LiteRT and OpenVINO serve (see :func:`edge.serving.litert.pool_shape`);
+        ``max_batch_size``: how TensorFlow serves (serving.max_batch_size). The runtime is chosen by
+        timing every candidate in that serving shape (:mod:`edge.serving.selection`)."""
         if runtime not in RUNTIMES:
             raise ClassifierError(f"serving.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if precision not in PRECISIONS:
@@ -115,12 +117,14 @@ class EmbeddedClassifier(ClassifierBase):
         own_preprocess = read_version_metadata(path).preprocess  # golden outputs were made with these
         selection: Selection | None = None
         info: ClassifierInfo | None = None
-        key = cache_key(path, runtime, threads, DEFAULT_TOLERANCE, precision) if runtime != "tensorflow" else None
+        key = cache_key(path, runtime, threads, DEFAULT_TOLERANCE, precision, interpreters,
+                        max_batch_size) if runtime != "tensorflow" else None
         if key is not None:
             selection = load_cached(path, key)
             if selection is None and (path / "saved_model.pb").is_file() and (
                     isolate_selection if isolate_selection is not None else "tensorflow" not in sys.modules):
-                selection = select_in_subprocess(path, version, runtime, threads, key, precision)
+                selection = select_in_subprocess(path, version, runtime, threads, key, precision, interpreters,
+                                                 max_batch_size)
             if selection is not None and selection.runtime != "tensorflow":
                 info = self._served_from_cache(version, metadata, selection, threads, interpreters)
                 if info is None:
@@ -138,7 +142,8 @@ class EmbeddedClassifier(ClassifierBase):
             elif selection is None:
                 self.info = info
                 selection, self._served = select(path, info, self._tf_classify, preprocess=own_preprocess,
-                                                 requested=runtime, threads=threads, precision=precision)
+                                                 requested=runtime, threads=threads, precision=precision,
+                                                 interpreters=interpreters, max_batch_size=max_batch_size)
                 assert key is not None
                 save_cache(path, key, selection)
         elif info is None:  # a LiteRT-only version folder (model.tflite, no SavedModel)
@@ -148,13 +153,13 @@ class EmbeddedClassifier(ClassifierBase):
                                   output_name=probe.output_name, metadata=metadata, runtime="litert")
             probe.close()
             selection, self._served = select(path, info, None, preprocess=own_preprocess, requested=runtime,
-                                             threads=threads, precision=precision)
+                                             threads=threads, precision=precision, interpreters=interpreters,
+                                             max_batch_size=max_batch_size)
             if key is not None:
                 save_cache(path, key, selection)
         assert selection is not None and info is not None
-        if self._served is not None:
+        if self._served is not None:  # built and timed in its serving shape
             self.runner = None  # the TensorFlow model's memory goes; the library stays imported
-            self._served = self._serving_pool(self._served, interpreters, threads)
         self.info = replace(info, runtime=selection.runtime)
         self.selection: dict[str, Any] = selection.as_dict()
         self._log_selection(selection)
@@ -178,17 +183,6 @@ class EmbeddedClassifier(ClassifierBase):
                            selection.runtime, selection.model_file, exc)
             self._served = None
             return None
-
-    @staticmethod
-    def _serving_pool(litert: Any, interpreters: int, threads: int) -> Any:
-        """The LiteRT/OpenVINO classifier reshaped into the serving pool (the timed one has one interpreter)."""
-        count, each = pool_shape(interpreters, threads)
-        if (count, each) == (litert.concurrency, litert.threads):
-            return litert
-        pooled = litert.pooled(count, each)
-        litert.close()
-        logger.info("%s serves with %d interpreter(s) of %d thread(s) each", type(litert).__name__, count, each)
-        return pooled
 
     def _log_selection(self, selection: Selection) -> None:
         timings = ", ".join(

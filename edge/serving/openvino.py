@@ -130,10 +130,6 @@ class OpenVINOClassifier(ClassifierBase):
         raise ClassifierError(f"{self.xml}: no output named {name!r} among "
                               f"{[sorted(o.get_names()) for o in outputs]}")
 
-    def pooled(self, interpreters: int, threads: int) -> OpenVINOClassifier:
-        """A classifier over the same IR with another pool shape (this one stays open)."""
-        return OpenVINOClassifier(self.xml, self.info, threads=threads, interpreters=interpreters)
-
     @property
     def preferred_batch_size(self) -> int:
         return 1

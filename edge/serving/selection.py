@@ -5,8 +5,11 @@ When the embedded backend first loads a version it builds the runtime candidates
 calibrated int8 LiteRT where the version allows it), checks each one against the version's golden
 images (``assets.extra/golden``, via :mod:`edge.models.golden`) -- or, without golden images, against
 TensorFlow's own outputs on a deterministic set of synthetic images -- and times every runtime that
-passed on the same inputs, interleaved, median of a few rounds. The fastest one that passed serves;
-TensorFlow is the fallback.
+passed on the same inputs in the shape it will serve in: each LiteRT/OpenVINO candidate is built as
+the gateway's pool (``serving.interpreters`` x ``serving.threads``, :func:`edge.serving.litert.pool_shape`)
+and driven from one thread per interpreter, TensorFlow from one thread with ``serving.max_batch_size``
+images per call; throughput over a bounded number of images, interleaved rounds, median. The fastest
+one that passed serves, as it was built; TensorFlow is the fallback.
 
 A float candidate passes when, on every image: the outputs are finite, the top-1 class is the
 reference's (on synthetic images a class tied with the reference's top-1 within the tolerance also
@@ -21,10 +24,11 @@ is content-addressed by its registry digest and may be served by TF Serving)::
     <store>/<model>/.edge-cache/<version>/{litert.tflite,litert-int8.tflite,openvino.xml,openvino.bin}
     <store>/<model>/.edge-cache/<version>/selection.json
 
-keyed by a fingerprint of the version folder's files, the thread count, the precision setting, the
-runtimes' package versions and the CPU's features. A restart with a valid cache neither converts nor
-times again, and when the cached choice is not TensorFlow, TensorFlow is not imported at all. Nothing
-here imports TensorFlow at module level.
+keyed by a fingerprint of the version folder's files, the serving shape (interpreters, threads each,
+max batch size), the precision setting, the runtimes' package versions, the CPU's features and the
+key's format (a decision timed another way is not reused). A restart with a valid cache neither
+converts nor times again, and when the cached choice is not TensorFlow, TensorFlow is not imported at
+all. Nothing here imports TensorFlow at module level.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ import numpy as np
 from edge.errors import ClassifierError
 from edge.models.metadata import Acceptance
 from edge.models.store import ModelVersion
-from edge.serving.base import ClassifierInfo
+from edge.serving.base import DEFAULT_MAX_BATCH_SIZE, ClassifierInfo, serving_shape
 from edge.serving.candidates import (
     CACHE_DIR,
     CONVERTED_FILE,
@@ -56,9 +60,16 @@ from edge.serving.candidates import (
     candidates,
     convert_saved_model,
 )
-from edge.serving.litert import default_threads, litert_available
+from edge.serving.litert import litert_available, pool_shape
 from edge.serving.openvino import cpu_signature, openvino_version
-from edge.serving.selection_checks import Classify, build_reference, check_outputs, describe_rule, time_runtimes
+from edge.serving.selection_checks import (
+    Classify,
+    Timed,
+    build_reference,
+    check_outputs,
+    describe_rule,
+    time_runtimes,
+)
 from edge.util.fsutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -66,7 +77,7 @@ logger = logging.getLogger(__name__)
 RUNTIMES = ("auto", "tensorflow", "litert", "openvino")
 PRECISIONS = ("auto", "fp32")  # serving.precision: auto lets a version's declared int8 rule admit int8
 SELECTION_FILE = "selection.json"
-FORMAT = 2
+FORMAT = 3  # 3: candidates timed in their serving shape (2 timed one interpreter on all cores)
 DEFAULT_TOLERANCE = 1e-3
 __all__ = ["CACHE_DIR", "CONVERTED_FILE", "SHIPPED_FILE", "cache_dir", "convert_saved_model"]
 
@@ -74,8 +85,8 @@ __all__ = ["CACHE_DIR", "CONVERTED_FILE", "SHIPPED_FILE", "cache_dir", "convert_
 @dataclass
 class CandidateResult:
     ok: bool
-    img_per_s: float | None = None  # batches of TIMING_BATCH images, median of TIMING_ROUNDS
-    img_per_s_batch1: float | None = None
+    img_per_s: float | None = None  # throughput in its serving shape (timed_shape), median of TIMING_ROUNDS
+    timed_shape: dict[str, Any] | None = None  # concurrency (threads at once), threads each, batch, images, rounds
     max_abs_diff: float | None = None
     error: str | None = None
     source: str | None = None  # "savedmodel", "converted", "shipped", "calibrated"
@@ -146,11 +157,14 @@ def _package_version(*names: str) -> str | None:
     return None
 
 
-def cache_key(version_dir: Path, requested: str, threads: int, tolerance: float,
-              precision: str = "auto") -> dict[str, Any]:
-    """What a cached decision depends on; any change means select again."""
+def cache_key(version_dir: Path, requested: str, threads: int, tolerance: float, precision: str = "auto",
+              interpreters: int = 0, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> dict[str, Any]:
+    """What a cached decision depends on; any change means select again. ``threads``/``interpreters``
+    are the settings (0 = auto), resolved here to the pool the candidates are timed and served as."""
+    count, each = pool_shape(interpreters, threads)
     return {"format": FORMAT, "fingerprint": fingerprint(version_dir), "requested": requested,
-            "threads": default_threads(threads), "precision": precision,
+            "shape": {"interpreters": count, "threads": each, "max_batch_size": max_batch_size},
+            "tf_threads": threads, "precision": precision,
             "tolerance": tolerance, "ai_edge_litert": _package_version("ai-edge-litert"),
             "openvino": openvino_version(), "cpu": cpu_signature(),
             "tensorflow": _package_version("tensorflow", "tensorflow-cpu")}
@@ -217,13 +231,18 @@ def select(
     threads: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
     precision: str = "auto",
+    interpreters: int = 0,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> tuple[Selection, Served | None]:
-    """Build, verify and time the candidates; returns the decision and the classifier that serves
-    (None when TensorFlow serves). ``tf_classify`` is None for a version without SavedModel."""
+    """Build, verify and time the candidates; returns the decision and the classifier that serves,
+    already in its serving shape (None when TensorFlow serves). ``tf_classify`` is None for a version
+    without SavedModel. Every candidate is built and timed as it would serve: ``pool_shape(interpreters,
+    threads)`` for LiteRT/OpenVINO, one call of ``max_batch_size`` images at a time for TensorFlow."""
     version_dir = Path(version_dir)
+    count, each = pool_shape(interpreters, threads)
     ref, note = build_reference(version_dir, info, preprocess)
     results: dict[str, CandidateResult] = {}
-    runners: dict[str, Classify] = {}
+    runners: dict[str, Timed] = {}
     built: dict[str, tuple[Served, Path | None]] = {}
     if tf_classify is not None:
         tf_out = np.asarray(tf_classify(ref.inputs), dtype=np.float32)
@@ -237,7 +256,7 @@ def select(
             results["tensorflow"] = CandidateResult(ok=err is None, max_abs_diff=diff, error=err, source="savedmodel",
                                                     top1_agreement=agree)
         results["tensorflow"].runtime, results["tensorflow"].precision = "tensorflow", "fp32"
-        runners["tensorflow"] = tf_classify
+        runners["tensorflow"] = Timed(tf_classify, *serving_shape(None, 1, max_batch_size), threads=threads or None)
     if ref.kind == "golden":
         verified_on = f"golden: {len(ref.names)} images"
     elif ref.scores is not None:
@@ -255,8 +274,8 @@ def select(
         calibrated.append(f"{len(ref.names)} golden images, mirrored, and {frames} camera frames")
         return inputs
 
-    found = [c for c in candidates(version_dir, info, has_savedmodel=tf_classify is not None, threads=threads,
-                                   int8_inputs=int8_inputs if int8_skipped is None else None)
+    found = [c for c in candidates(version_dir, info, has_savedmodel=tf_classify is not None, threads=each,
+                                   interpreters=count, int8_inputs=int8_inputs if int8_skipped is None else None)
              if requested not in ("litert", "openvino") or c.runtime == requested]
     for cand in found:
         rule = int8_rule if cand.precision == "int8" else None
@@ -277,16 +296,19 @@ def select(
         result.ok, result.error = err is None, err
         if err is None:
             built[cand.name] = (classifier, model_file)
-            runners[cand.name] = classifier.classify
+            runners[cand.name] = Timed(classifier.classify,
+                                       *serving_shape(classifier.preferred_batch_size, classifier.concurrency,
+                                                      max_batch_size),
+                                       threads=classifier.threads, warm_up=classifier.warm_up)
         else:
             classifier.close()
     if not litert_available():
         results["litert"] = CandidateResult(ok=False, error="ai_edge_litert is not installed", source="converted",
                                             runtime="litert", precision="fp32")
 
-    for name, (img_s, img_s1) in time_runtimes(runners, ref.inputs).items():
+    for name, (img_s, shape) in time_runtimes(runners, ref.inputs).items():
         results[name].img_per_s = round(img_s, 2)
-        results[name].img_per_s_batch1 = round(img_s1, 2)
+        results[name].timed_shape = shape
 
     passing = [k for k, r in results.items() if r.ok]
     pool = [k for k in passing if results[k].runtime == requested] if requested in ("litert", "openvino") else passing
@@ -297,7 +319,9 @@ def select(
         best = max(pool, key=lambda k: results[k].img_per_s or 0.0)
         others = ", ".join(f"{k} {results[k].img_per_s:.1f}" for k in pool if k != best)
         reason = (f"{best} is the fastest runtime that passed verification ({verified_on.split(';')[0]}): "
-                  f"{results[best].img_per_s:.1f} img/s" + (f" vs {others}" if others else ""))
+                  f"{results[best].img_per_s:.1f} img/s" + (f" vs {others}" if others else "")
+                  + f" (timed as they serve: LiteRT/OpenVINO {count} interpreter(s) x {each} thread(s) in "
+                    f"parallel, TensorFlow {max_batch_size} images per call)")
         if requested in ("litert", "openvino"):
             reason = f"serving.runtime = {requested}; {reason}"
     elif tf_classify is not None:
@@ -331,7 +355,8 @@ def select(
 
 # ----------------------------------------------------------------------------- isolation
 def select_in_subprocess(version_dir: Path, version: ModelVersion, requested: str, threads: int,
-                         key: dict[str, Any], precision: str = "auto") -> Selection | None:
+                         key: dict[str, Any], precision: str = "auto", interpreters: int = 0,
+                         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> Selection | None:
     """Run the selection in a child process (which writes the cache) and read its decision.
 
     TensorFlow's ~550 MB stay in the child; None (select in-process) when the child fails or the
@@ -342,7 +367,7 @@ def select_in_subprocess(version_dir: Path, version: ModelVersion, requested: st
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "edge.serving.selection_worker", str(version_dir), "--name", version.name,
            "--version", str(version.version), "--runtime", requested, "--threads", str(threads),
-           "--precision", precision]
+           "--precision", precision, "--interpreters", str(interpreters), "--max-batch-size", str(max_batch_size)]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)

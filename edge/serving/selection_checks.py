@@ -1,10 +1,18 @@
 """Checks behind runtime selection: reference inputs and outputs, output comparison, timing.
 
+Timing drives every runtime the way the gateway's pipeline will serve it (:func:`edge.serving.base.serving_shape`):
+a LiteRT or OpenVINO pool from one thread per interpreter or infer request, one image per call, in
+parallel; TensorFlow from one thread with ``serving.max_batch_size`` images per call. Throughput is
+images/s over a bounded number of calls, not one call's latency: one interpreter on all cores and a
+pool of single-thread interpreters do not rank the same (EfficientNet-Lite0 here: OpenVINO won the
+former, LiteRT the latter, which is how the gateway serves).
+
 Used by :mod:`edge.serving.selection`; no TensorFlow import here.
 """
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +28,7 @@ from edge.serving.base import ClassifierInfo
 from edge.serving.preprocess import FramePreprocessor
 
 SYNTHETIC_IMAGES = 8
-TIMING_BATCH = 8
+TIMING_IMAGES = 48  # per runtime and round (rounded up to whole calls of every thread)
 TIMING_ROUNDS = 5
 
 Classify = Callable[[np.ndarray], np.ndarray]
@@ -116,23 +124,70 @@ def describe_rule(tolerance: float, rule: Acceptance | None) -> str:
 
 
 # ----------------------------------------------------------------------------- timing
-def time_runtimes(runners: dict[str, Classify], inputs: np.ndarray,
-                  rounds: int = TIMING_ROUNDS, batch: int = TIMING_BATCH) -> dict[str, tuple[float, float]]:
-    """{name: (img/s at `batch`, img/s at batch 1)}: same inputs, interleaved rounds, medians."""
-    reps = -(-batch // len(inputs))
-    big = np.ascontiguousarray(np.concatenate([inputs] * reps)[:batch])
-    one = np.ascontiguousarray(inputs[:1])
-    for run in runners.values():  # warm-up: first calls allocate
-        run(big)
-        run(one)
+@dataclass(frozen=True)
+class Timed:
+    """A runtime to time in the shape it serves in: ``concurrency`` threads at once (the pipeline's
+    inference threads, one per interpreter/infer request), each classifying ``batch`` images per call."""
+
+    classify: Classify
+    concurrency: int
+    batch: int
+    threads: int | None = None  # the runtime's own threads per call (recorded, not used to time)
+    warm_up: Callable[[np.ndarray], None] | None = None  # every interpreter once (pools)
+
+    def describe(self, images: int, rounds: int) -> dict[str, int | None]:
+        return {"concurrency": self.concurrency, "threads": self.threads, "batch": self.batch,
+                "images": images, "rounds": rounds}
+
+
+def _round(timed: Timed, batch: np.ndarray, calls: int) -> float:
+    """Seconds for ``timed.concurrency`` threads to make ``calls`` classify() calls each, started together."""
+    go = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        go.wait()
+        try:
+            for _ in range(calls):
+                timed.classify(batch)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, name=f"selection-timing-{i}", daemon=True)
+               for i in range(timed.concurrency)]
+    for worker in workers:
+        worker.start()
+    started = time.perf_counter()
+    go.set()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def time_runtimes(runners: dict[str, Timed], inputs: np.ndarray, rounds: int = TIMING_ROUNDS,
+                  images: int = TIMING_IMAGES) -> dict[str, tuple[float, dict[str, int | None]]]:
+    """{name: (img/s in its serving shape, the shape timed)}: each runtime classifies at least ``images``
+    images per round from ``concurrency`` threads at once, ``batch`` images per call (the golden or
+    synthetic inputs, repeated), rounds interleaved in a rotating order; the median round counts."""
+    batches: dict[str, tuple[np.ndarray, int]] = {}
+    for name, timed in runners.items():
+        reps = -(-timed.batch // len(inputs))
+        batch = np.ascontiguousarray(np.concatenate([inputs] * reps)[:timed.batch])
+        calls = max(1, -(-images // (timed.concurrency * timed.batch)))  # per thread
+        batches[name] = batch, calls
+        if timed.warm_up is not None:  # first calls allocate
+            timed.warm_up(batch[:1])
+        _round(timed, batch, 1)
     samples: dict[str, list[float]] = {k: [] for k in runners}
-    samples1: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            started = time.perf_counter()
-            run(big)
-            samples[name].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            run(one)
-            samples1[name].append(time.perf_counter() - started)
-    return {k: (batch / statistics.median(samples[k]), 1.0 / statistics.median(samples1[k])) for k in runners}
+    order = list(runners)
+    for turn in range(rounds):
+        for name in order[turn % len(order):] + order[:turn % len(order)]:
+            batch, calls = batches[name]
+            timed = runners[name]
+            samples[name].append(timed.concurrency * calls * timed.batch / _round(timed, batch, calls))
+    return {name: (statistics.median(samples[name]),
+                   runners[name].describe(runners[name].concurrency * batches[name][1] * runners[name].batch, rounds))
+            for name in runners}

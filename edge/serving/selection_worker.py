@@ -1,7 +1,8 @@
 """The child side of :func:`edge.serving.selection.select_in_subprocess`.
 
 ``python -m edge.serving.selection_worker VERSION_DIR --name N --version V`` loads the version
-once with an in-process selection, which converts, verifies, times and writes the cache; the
+once with an in-process selection (in the parent's serving shape: ``--threads``, ``--interpreters``,
+``--max-batch-size``), which converts, verifies, times and writes the cache; the
 parent then reads the decision from the cache. TensorFlow's ~550 MB stay in this process.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edge.models.store import ModelVersion
+from edge.serving.base import DEFAULT_MAX_BATCH_SIZE
 from edge.serving.embedded import EmbeddedClassifier
 from edge.serving.selection import PRECISIONS, RUNTIMES
 
@@ -27,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--interpreters", type=int, default=0)
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     classifier = EmbeddedClassifier(ModelVersion(args.name, args.version, args.version_dir), threads=args.threads,
-                                    runtime=args.runtime, isolate_selection=False, precision=args.precision)
+                                    runtime=args.runtime, isolate_selection=False, precision=args.precision,
+                                    interpreters=args.interpreters, max_batch_size=args.max_batch_size)
     classifier.close()
     return 0
 

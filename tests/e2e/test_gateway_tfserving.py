@@ -46,6 +46,7 @@ def test_gateway_classifies_through_model_server_without_tensorflow(
     wait_until(lambda: health().get("model", {}).get("backend", {}).get("state") == "ok", 60, message="backend ok")
     doc = health()
     assert doc["process"]["tensorflow_imported"] is False  # the gateway never imported TensorFlow
+    assert doc["process"]["runtimes_imported"] == []  # nor OpenVINO or LiteRT: the server runs the model
     assert doc["model"]["runtime"] == "tfserving" and doc["model"]["backend"]["sent_as"] == "uint8"
     print(f"tfserving-mode gateway RSS with 2 cameras: {doc['process']['rss_mb']} MB")
 
