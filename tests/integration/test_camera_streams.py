@@ -27,6 +27,7 @@ def silent_server() -> Iterator[SilentServer]:
     server.close()
 
 
+@pytest.mark.slow
 def test_mjpeg_http_stream_goes_offline_and_recovers(ffmpeg_stream_factory, capture_factory) -> None:
     stream = ffmpeg_stream_factory("mjpeg_http")
     events = CameraEventRecorder()

@@ -24,6 +24,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_fleet_ls_on_1000_devices(fleet_broker, capsys) -> None:
     code, out, err = run(capsys, "fleet", "ls", "--broker", fleet_broker.url, "--json")
     assert code == 0, err

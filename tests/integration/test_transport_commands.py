@@ -69,6 +69,7 @@ def test_request_response_and_refusals(mosquitto, router_and_calls) -> None:
         req.stop()
 
 
+@pytest.mark.slow
 def test_retained_commands_are_ignored_and_subscriptions_survive_a_broker_restart(
         mosquitto, router_and_calls) -> None:
     _router, calls, reporter = router_and_calls

@@ -139,6 +139,7 @@ def test_slow_consumer_sees_newest_frames_and_skips_are_counted(video_file_facto
     assert stats.state == "stopped"
 
 
+@pytest.mark.slow
 def test_target_fps_publishes_at_most_that_rate(video_file_factory, capture_factory) -> None:
     path = video_file_factory(count=30, fps=30.0)
     target_fps = 4.0

@@ -121,6 +121,7 @@ def test_supervisor_without_watchdog_sends_status_only(notify_listener: NotifyLi
     assert "WATCHDOG=1" not in notify_listener.fields() and supervisor.pings == 0
 
 
+@pytest.mark.slow
 def test_pipeline_progress_tells_idle_from_wedged() -> None:
     """A real inference loop with no cameras turns (idle = alive); once its thread is gone, it is wedged."""
     batcher = FrameBatcher([], threading.Event(), max_batch_size=2, max_wait_s=0.01)
