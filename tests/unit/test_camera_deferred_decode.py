@@ -56,7 +56,9 @@ def test_a_slow_consumer_gets_the_newest_frame_and_only_taken_frames_are_decoded
     stats = capture.stats()
     capture.stop()
     for frame, read_before in taken:
-        assert frame.number >= read_before  # the newest frame, not one waiting since the last take
+        # the newest frame, not one waiting since the last take; the capture thread counts a frame read
+        # just before it puts it in the slot, so the slot may be one behind the count at that instant
+        assert frame.number >= read_before - 1
         expected = make_marked_frame((frame.number - 1) % COUNT)
         assert read_frame_marker(frame.image) == (frame.number - 1) % COUNT
         assert np.abs(frame.image.astype(int) - expected).mean() < 6  # only JPEG loss
