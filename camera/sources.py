@@ -274,6 +274,15 @@ def ffmpeg_timeout_params(settings: CaptureSettings) -> list[int]:
     ]
 
 
+def quiet_opencv() -> None:
+    """OpenCV and its FFmpeg/GStreamer backends print their own warnings to stderr, outside logging:
+    keep them to errors, warnings too when this process logs at debug (the capture code logs what
+    matters). OpenCV's level is process-wide; it follows a live change of the log level at the next
+    open."""
+    levels = cv2.utils.logging
+    levels.setLogLevel(levels.LOG_LEVEL_WARNING if logger.isEnabledFor(logging.DEBUG) else levels.LOG_LEVEL_ERROR)
+
+
 def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> FrameSource:
     """Open the source described by a SourceSpec or URI string.
 
@@ -281,6 +290,7 @@ def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> Fra
     May block up to settings.open_timeout_s for network sources; V4L2 and GStreamer opens are
     bounded only by their drivers.
     """
+    quiet_opencv()
     spec = parse_source_uri(spec_or_uri) if isinstance(spec_or_uri, str) else spec_or_uri
     logger.debug("opening %s", spec.describe())
     if settings.reader == "ffmpeg" or (settings.reader == "auto" and spec.kind == "ffmpeg" and pyav_available()):

@@ -6,6 +6,10 @@ Under systemd, stderr is usually connected to the journal and ``JOURNAL_STREAM``
 err`` finds errors, and no timestamp is added (the journal has its own). systemd-python's
 JournalHandler is used instead when it is installed (structured fields); it is optional and needs
 a compiler, so the prefix form is what a device gets by default. Anywhere else: timestamped lines.
+
+No camera or model runtime is imported here (edge-model-server sets up its logging with this module
+and has no OpenCV): OpenCV's own log level follows this logging where the cameras open their sources
+(:func:`camera.sources.open_source`).
 """
 from __future__ import annotations
 
@@ -13,8 +17,6 @@ import logging
 import os
 import sys
 from typing import TextIO
-
-import cv2
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,3 @@ def setup_logging(level: str = "info", identifier: str = "edge-gateway") -> None
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # OpenCV/FFmpeg print their own warnings to stderr; the capture code logs what matters
-    levels = cv2.utils.logging
-    levels.setLogLevel(levels.LOG_LEVEL_WARNING if level.lower() == "debug" else levels.LOG_LEVEL_ERROR)

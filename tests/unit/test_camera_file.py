@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -253,3 +254,20 @@ def test_capture_rejects_bad_uri_before_starting_a_thread(tmp_path) -> None:
     missing = tmp_path / "missing.avi"
     with pytest.raises(ValueError, match="no such video file"):
         CameraCapture(CaptureSettings(name="x", uri=str(missing)))
+
+
+def test_opencvs_own_log_level_follows_logging_when_a_source_opens(video_file_factory) -> None:
+    """OpenCV prints to stderr outside logging: errors only, warnings too at debug (set where a camera
+    opens, not by the logging setup, which edge-model-server uses without OpenCV)."""
+    path = video_file_factory(count=2)
+    levels = cv2.utils.logging
+    camera_logger = logging.getLogger("camera")
+    before_level, before_opencv = camera_logger.level, levels.getLogLevel()
+    try:
+        for level, expected in ((logging.DEBUG, levels.LOG_LEVEL_WARNING), (logging.INFO, levels.LOG_LEVEL_ERROR)):
+            camera_logger.setLevel(level)
+            open_source(str(path), CaptureSettings(name="f", uri=str(path), loop=False, realtime=False)).close()
+            assert levels.getLogLevel() == expected
+    finally:
+        camera_logger.setLevel(before_level)
+        levels.setLogLevel(before_opencv)
