@@ -15,8 +15,9 @@ from typing import Any
 from edge.errors import FleetError, UsageError
 from edge.util.shadow import parse_desired
 from provisioning.fleet.client import FleetClient, options_from
+from provisioning.fleet.options import config_option, model_option
 from provisioning.fleet.rollout import resolve_digest
-from provisioning.fleet.rollouts import RolloutState, config_option, model_option
+from provisioning.fleet.rollouts import RolloutState
 from provisioning.fleet.view import FleetView
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ def cmd_set(args: argparse.Namespace) -> int:
     if args.model is None and args.config is None:
         raise UsageError("give --model REF and/or --config JSON")
     update: dict[str, Any] = {}
+    if args.config is not None:  # before the registry is asked
+        update["config"] = config_option(args.config)
     if args.model is not None:
         args.ref = args.model
         update["model"] = model_option(args.model, resolve_digest(args)).to_json()
-    if args.config is not None:
-        update["config"] = config_option(args.config)
     with FleetClient(options_from(args)).connect(min(args.timeout, 30.0)) as client:
         view = _view(args, client)
         current = view.desired.get(args.device)

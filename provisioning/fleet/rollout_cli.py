@@ -24,17 +24,9 @@ from edge.errors import ExitCode, FleetError, UsageError
 from edge.util.shadow import Outcome
 from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.controller import Controller, classify, publish_rollout, summarise
+from provisioning.fleet.options import config_option, model_option
 from provisioning.fleet.rollout import resolve_digest
-from provisioning.fleet.rollouts import (
-    ID_RE,
-    TERMINAL,
-    Rollout,
-    RolloutState,
-    Stage,
-    config_option,
-    model_option,
-    parse_stage,
-)
+from provisioning.fleet.rollouts import ID_RE, TERMINAL, Rollout, RolloutState, Stage, parse_stage
 from provisioning.fleet.state import select_devices
 from provisioning.fleet.view import FleetView
 from provisioning.names import DEFAULT_STAGES
@@ -87,11 +79,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise UsageError(f"rollout id {rollout_id!r}: 1-64 letters, digits, '_', '-', '.'")
     if args.model is None and args.config is None:
         raise UsageError("give what to roll out: --model REF and/or --config JSON")
+    config = config_option(args.config) if args.config is not None else None  # before the registry is asked
     model = None
     if args.model is not None:
         args.ref = args.model
         model = model_option(args.model, resolve_digest(args))
-    config = config_option(args.config) if args.config is not None else None
     with FleetClient(options_from(args)).connect(min(args.timeout, 30.0)) as client:
         view = _view(args, client)
         if rollout_id in view.rollouts:

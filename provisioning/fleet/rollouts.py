@@ -209,24 +209,3 @@ def merge_values(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]
         out[key] = merge_values(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
             else value
     return out
-
-
-def model_option(ref: str, digest: str) -> ModelTarget:
-    """`--model REF` (resolved to `digest`) as a desired document's model target."""
-    try:
-        return parse_model({"ref": ref.split("@")[0], "digest": digest}, "--model")
-    except DesiredStateError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def config_option(text: str) -> dict[str, Any]:
-    """`--config JSON`: fleet-managed config values, checked as a desired document's are."""
-    try:
-        values = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--config: not valid JSON: {exc}") from None
-    try:
-        parse_config({"revision": 0, "values": values}, "--config")
-    except DesiredStateError as exc:
-        raise UsageError(str(exc)) from None
-    return dict(values)

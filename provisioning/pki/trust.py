@@ -51,6 +51,7 @@ ROOT_NAME = "fleet-root"
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LONG_LIFETIME_S = 30 * 86400
+MAX_COUNTER = 2**63 - 1  # a counter or version a device accepts is below 2**63 (edge.util.trustroot)
 
 
 def parse_duration(text: str, flag: str = "--expires-in") -> float:
@@ -76,6 +77,9 @@ def next_counter(key_files: Sequence[Path], requested: int | None) -> int:
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: unreadable counter ({exc}); fix or remove it") from None
     if requested is not None:
+        if not 0 < requested <= MAX_COUNTER:
+            raise UsageError(f"--counter {requested}: devices accept only counters from 1 to {MAX_COUNTER} "
+                             "(leave it out to get the next one)")
         if requested <= last:
             logger.warning("--counter %d is not above %d, the last one signed with this key: devices that "
                            "accepted that one will refuse it", requested, last)
@@ -142,6 +146,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
         content: dict[str, Any] = {"patch": _json_arg(args.patch, "--patch")}
         doc_type = DocType.CONFIG_PATCH
     elif args.doc == "rollback":
+        if not 0 < args.version <= MAX_COUNTER:
+            raise UsageError(f"--version {args.version}: a model version is a positive integer (its version "
+                             "folder's number, see `edgectl model ls`)")
         if not is_digest(args.digest):
             raise UsageError(f"--digest {args.digest!r}: must be sha256:<64 hex digits> (see `edgectl model ls`)")
         content = {"model": args.model, "version": args.version, "digest": args.digest}
@@ -149,6 +156,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
             content["ref"] = args.ref
         doc_type = DocType.ROLLBACK
     else:
+        if not 2 <= args.root_version <= MAX_COUNTER:
+            raise UsageError(f"--root-version {args.root_version}: the devices' current root version + 1, so at "
+                             "least 2 (a device starts at root version 1; `ping` shows its trust.root_version)")
         new_key = load_private_key(args.new_key)
         if key_id(new_key.public_key()) == key_id(load_private_key(args.key).public_key()):
             raise UsageError("--new-key is the same key as --key")

@@ -96,6 +96,41 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "chmod 600" in proc.stderr
 
 
+def test_what_no_device_accepts_is_refused_instead_of_signed(tmp_path: Path) -> None:
+    """A device accepts counters 1 .. 2**63-1 only (edge.util.trustroot), a model version is a positive
+    integer, and a rotation names the devices' root version + 1 (they start at 1): anything else would
+    be signed for nothing, so it is refused with exit status 2 and nothing is written."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert run("trust", "init", "--out", old).returncode == 0
+    assert run("trust", "init", "--out", new).returncode == 0
+    key, out = old / "fleet-root.key", tmp_path / "doc.json"
+    rollback = ("rollback", "--model", "m", "--digest", "sha256:" + "a" * 64)
+    rotate = ("rotate", "--new-key", new / "fleet-root.key")
+    for args, message in [
+        (("config", "--patch", "{}", "--counter", "0"), "--counter 0: devices accept only counters from 1 to"),
+        (("config", "--patch", "{}", "--counter", "-5"), "--counter -5: devices accept only counters from 1 to"),
+        (("config", "--patch", "{}", "--counter", str(2**63)), f"--counter {2**63}: devices accept only counters"),
+        ((*rollback, "--version", "-3"), "--version -3: a model version is a positive integer"),
+        ((*rollback, "--version", "0"), "--version 0: a model version is a positive integer"),
+        ((*rotate, "--root-version", "1"), "--root-version 1: the devices' current root version + 1, so at least 2"),
+        ((*rotate, "--root-version", "-2"), "--root-version -2: the devices' current root version + 1"),
+    ]:
+        proc = run("trust", "sign", args[0], "--key", key, "--device", "gate-01", *args[1:], "--out", out)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr, proc.stderr
+        assert not out.exists() and not (old / "fleet-root.counter").exists()
+    # the largest counter a device accepts is signed; one not above the last signed only warns (devices
+    # that never saw the last one accept it)
+    assert run("trust", "sign", "config", "--key", key, "--device", "gate-01", "--patch", "{}", "--counter", "5",
+               "--out", out).returncode == 0
+    proc = run("trust", "sign", "config", "--key", key, "--device", "gate-01", "--patch", "{}", "--counter", "3")
+    assert proc.returncode == 0 and payload_of(json.loads(proc.stdout))["counter"] == 3
+    proc = run("trust", "sign", *rollback, "--version", "1", "--key", key, "--device", "gate-*", "--counter", 2**63 - 1)
+    assert proc.returncode == 0, proc.stderr
+    device = TrustRoot("gate-01", old / "fleet-root.pub", tmp_path / "t.json")
+    assert device.verify(json.loads(proc.stdout), DocType.ROLLBACK).counter == 2**63 - 1
+
+
 def test_rotation_document_is_signed_by_both_keys_and_carries_the_counter_over(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     assert run("trust", "init", "--out", old).returncode == 0

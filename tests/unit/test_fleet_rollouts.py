@@ -1,16 +1,21 @@
 """Rollout documents and stages (provisioning.fleet.rollouts), the controller's per-device verdicts
-(provisioning.fleet.controller.classify) and the operator profiles (provisioning.profiles)."""
+(provisioning.fleet.controller.classify), the --config option of `fleet rollout start` and `fleet
+desired set` (provisioning.fleet.options) and the operator profiles (provisioning.profiles)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from edge.errors import DesiredStateError, ProfileError, UsageError
 from edge.util.shadow import ModelTarget, Outcome, parse_desired
+from provisioning.cli import main
 from provisioning.fleet.controller import classify, serving_target
+from provisioning.fleet.options import config_option
 from provisioning.fleet.rollouts import Rollout, Stage, merge_values, parse_rollout, parse_stage
 from provisioning.profiles import load, resolve
 
@@ -147,3 +152,39 @@ def test_bad_profiles_are_refused_naming_the_problem(tmp_path: Path, monkeypatch
     write_profile(path, PROFILE)
     with pytest.raises(ProfileError, match=r"context 'staging' is not in .* \(contexts: lab, prod\)"):
         load(path).context("staging")
+
+
+ANCHORED = '{"registry": {"ref": "evil.example/models/colour:stable"}, "mqtt": {"url": "mqtts://evil.example"}, ' \
+    '"results": {"min_score": 0.2}}'
+
+
+@pytest.mark.parametrize("command", [("fleet", "rollout", "start", "--id", "r-9"), ("fleet", "desired", "set", "gate-01")])
+def test_config_with_trust_anchors_is_refused_before_the_broker_or_registry_is_asked(
+        command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    # --model would ask the registry and --broker names a port where nothing listens: the refusal comes first
+    args = [*command, "--config", ANCHORED, "--model", "127.0.0.1:9/models/colour:2", "--broker", "mqtt://127.0.0.1:9"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert err.startswith("edgectl: --config: mqtt.url, registry.ref are trust anchors, which every device refuses "
+                          "from desired state"), err
+    assert "`edgectl trust sign config --key FLEET_ROOT_KEY --device DEVICE --patch PATCH`" in err
+
+
+def test_config_anchors_are_found_wherever_the_values_name_them() -> None:
+    for values, anchors in [
+        ('{"cameras": {"door": {"source": "gst:filesrc location=/etc/shadow ! appsink"}}}', "cameras.*.source is"),
+        ('{"cameras": {"door": {"fps": 2, "gate": {"threshold": 4}}}, "spool": {"path": "/tmp/x"}}', "spool.path is"),
+        ('{"trust": {"root_key": "/tmp/k.pub"}, "device_id": "other"}', "device_id, trust.root_key are"),
+        ('{"console": {"enabled": true}}', "console.enabled is"),
+    ]:
+        with pytest.raises(UsageError, match=rf"^--config: {re.escape(anchors)} "):
+            config_option(values)
+    # settings a device applies from desired state pass as they were given
+    fine = {"results": {"min_score": 0.2}, "cameras": {"door": {"fps": 2, "rois": [{"name": "a", "x": 0, "y": 0,
+                                                                                    "w": 8, "h": 8}]}}}
+    assert config_option(json.dumps(fine)) == fine
+    # a whole cameras array may or may not change a source: the device, which knows its cameras, decides
+    whole = {"cameras": [{"name": "door", "source": "/dev/video0"}]}
+    assert config_option(json.dumps(whole)) == whole
+
