@@ -65,6 +65,17 @@ class Sink:
             return [ms for t, ms in self.samples if start <= t <= end]
 
 
+ENDS = ("model_probation_passed", "model_rolled_back", "model_install_failed", "model_validation_failed")
+
+
+def outcome(events: list[tuple[float, str, dict]], asked: float, version: int) -> tuple[float, str, dict] | None:
+    """The event that ended the swap to `version` asked at `asked` (None: still running)."""
+    for t, name, payload in events:
+        if t >= asked and name in ENDS and (name != "model_probation_passed" or payload.get("version") == version):
+            return t, name, payload
+    return None
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(np.asarray(values), 99)) if values else float("nan")
 
@@ -132,9 +143,13 @@ def main() -> int:
                     manager.allow_rollback(1, DIGESTS[1], time.time() + 3600, counter=swap)
                 asked = time.monotonic()
                 manager.deploy(f"127.0.0.1:1/models/colour@{DIGESTS[target]}")
-                with switched:
-                    switched.wait_for(lambda: any(n in ("model_probation_passed", "model_rolled_back") and t >= asked
-                                                  for t, n, p in events), timeout=120)
+                with switched:  # this swap's own end: the previous one's probation may end after `asked`
+                    switched.wait_for(lambda: outcome(events, asked, target) is not None, timeout=120)
+                    ended = outcome(events, asked, target)
+                    since = [(n, p) for t, n, p in events if t >= asked]
+                if ended is None or ended[1] != "model_probation_passed":
+                    raise SystemExit(f"swap {swap + 1} to version {target} did not pass its probation "
+                                     f"({'no outcome in 120 s' if ended is None else ended[1]}): {since}")
                 at = [t for t, n, p in events if n == "model_switched" and p["version"] == target and t >= asked][0]
                 time.sleep(max(0.0, at + 1.0 - time.monotonic()))
                 windows += sink.between(asked, at + 1.0)
