@@ -15,6 +15,8 @@ An accepted patch is always persisted (temp file + fsync + rename, the previous 
 - **restart** otherwise: the gateway replies, publishes retained ``restarting`` on `status`, shuts
   down cleanly and exits with :data:`EXIT_RESTART` (75); the unit restarts it with
   ``RestartForceExitStatus=75`` (and ``SuccessExitStatus=75`` so it is not logged as a failure).
+  The change is pending until that start succeeds; a start that fails puts the previous file back
+  (:mod:`edge.config.pending`, event ``config_reverted``).
 
 If the config file cannot be written the patch is refused and nothing changes.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from edge.config.loader import parse_config
+from edge.config.pending import mark_pending
 from edge.config.schema import GatewayConfig
 from edge.config.trust_keys import is_live, touched_anchors
 from edge.errors import EXIT_RESTART, ConfigError, PatchError, TrustError
@@ -290,4 +293,6 @@ class LiveConfig:
             applied = "restart" if restart_keys else "live"
             if applied == "live":
                 self._current = new
+            else:  # proven only once the gateway has started with it (else put back: edge.config.pending)
+                mark_pending(self.path, backup, changed)
             return PatchOutcome(applied, old, new, paths, changed, restart_keys, self.path, backup)

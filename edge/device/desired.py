@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.config.patch import LiveConfig, PatchOutcome, read_document
-from edge.device.desired_config import ConfigRecord, plan, values_sha256
+from edge.device.desired_config import ConfigRecord, flatten, lookup, plan, values_sha256
 from edge.device.desired_record import DesiredRecordStore
 from edge.errors import DesiredStateError, PatchError, RolloutError, TrustError
 from edge.models.state import ModelState
@@ -81,14 +81,14 @@ class DesiredStateAgent:
         self._ctx = ctx
         self._store = DesiredRecordStore(ctx.state_path)
         self.record = self._store.load()
-        if self.record.config_outcome and self.record.config_outcome.get("state") == ConfigProgress.RESTARTING:
-            self.record.config_outcome["state"] = ConfigProgress.APPLIED.value  # the restart it waited for happened
         self.desired: DesiredState | None = None
         if self.record.desired is not None:
             try:
                 self.desired = parse_desired(self.record.desired)
             except DesiredStateError as exc:
                 logger.error("recorded desired state unreadable (%s); waiting for the broker's copy", exc)
+        if self.record.config_outcome and self.record.config_outcome.get("state") == ConfigProgress.RESTARTING:
+            self._settle_restart()
         self._slot: bytes | None = None
         self._slot_at = 0.0
         self._lock = threading.Lock()
@@ -194,6 +194,30 @@ class DesiredStateAgent:
 
     # -- config --------------------------------------------------------------------------------
 
+    def _settle_restart(self) -> None:
+        """The gateway restarted for a config revision: it runs with it, or it could not start with it and
+        put the previous file back (edge.config.pending; event config_reverted): then it is refused."""
+        outcome = self.record.config_outcome or {}
+        target = self.desired.config if self.desired is not None else None
+        path = self._ctx.config.path
+        took = True
+        if target is not None and target.revision == outcome.get("revision") and path is not None:
+            try:
+                document = read_document(path)
+                took = all(lookup(document, key) == (True, value) for key, value in flatten(target.values).items())
+            except PatchError as exc:
+                logger.error("cannot check the config after the restart: %s", exc)
+        if took:
+            self.record.config_outcome = {**outcome, "state": ConfigProgress.APPLIED.value}
+        else:
+            self.record.config = self.record.config_before or ConfigRecord()
+            self.record.config_outcome = {
+                "revision": outcome.get("revision"), "state": ConfigProgress.REFUSED.value,
+                "reason": "the gateway could not start with this revision and put the previous config back "
+                          "(event config_reverted says why)"}
+        self.record.config_before = None
+        self._store.save(self.record)
+
     def _config_outcome(self, revision: int, state: ConfigProgress, reason: str | None) -> None:
         self.record.config_outcome = {"revision": revision, "state": state.value, "reason": reason}
 
@@ -232,8 +256,9 @@ class DesiredStateAgent:
         except PatchError as exc:
             self._config_refused(target.revision, str(exc))
             return
-        record.config = ConfigRecord(target.revision, sha, baseline)
         restart = result.applied == "restart"
+        record.config_before = record.config if restart else None
+        record.config = ConfigRecord(target.revision, sha, baseline)
         self._config_outcome(target.revision, ConfigProgress.RESTARTING if restart else ConfigProgress.APPLIED, None)
         self._store.save(record)
         logger.info("config revision %d applied (%s): %s", target.revision, result.applied,

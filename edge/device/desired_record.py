@@ -36,6 +36,9 @@ class DesiredRecord:
     stepped_generation: int = 0  # the generation whose model step (deploy / rollback) was taken last
     config: ConfigRecord = field(default_factory=ConfigRecord)
     config_outcome: dict[str, Any] | None = None  # {"revision", "state", "reason"}
+    # the config record before a revision that needed a restart: back to it if the gateway could not start
+    # with that revision and put the previous file back (edge.config.pending)
+    config_before: ConfigRecord | None = None
     refused: dict[str, Any] | None = None  # the last document refused: {"generation", "reason", "at"}
     announced: tuple[int, str] | None = None  # the last outcome event sent: (generation, state)
 
@@ -44,6 +47,7 @@ class DesiredRecord:
                 "desired": self.desired, "accepted_at": self.accepted_at,
                 "stepped_generation": self.stepped_generation, "config": self.config.to_json(),
                 "config_outcome": self.config_outcome, "refused": self.refused,
+                "config_before": self.config_before.to_json() if self.config_before else None,
                 "announced": list(self.announced) if self.announced else None}
 
     @classmethod
@@ -59,6 +63,8 @@ class DesiredRecord:
             stepped_generation=stepped if isinstance(stepped, int) else 0,
             config=ConfigRecord.from_json(doc.get("config")),
             config_outcome=doc.get("config_outcome") if isinstance(doc.get("config_outcome"), dict) else None,
+            config_before=ConfigRecord.from_json(doc["config_before"]) if isinstance(doc.get("config_before"), dict)
+            else None,
             refused=doc.get("refused") if isinstance(doc.get("refused"), dict) else None,
             announced=(int(announced[0]), str(announced[1])) if isinstance(announced, list) and len(announced) == 2
             else None,

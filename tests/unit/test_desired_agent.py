@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge.config import pending
 from edge.config.loader import load_config
 from edge.config.patch import LiveConfig, PatchOutcome
 from edge.device.desired import DesiredContext, DesiredStateAgent
@@ -167,3 +168,26 @@ def test_the_previous_version_is_a_one_step_rollback_then_followed(tmp_path: Pat
     h.agent.step()
     assert h.model.calls == [("rollback", None), ("deploy", f"{REF}@{D1}")]
     assert h.reported[-1]["state"] == "converged"
+
+
+def test_a_revision_the_gateway_could_not_start_with_is_refused_after_the_revert(tmp_path: Path) -> None:
+    """edge.config.pending put the previous file back (the restarted gateway failed to start with it):
+    the revision is refused, the device's record goes back to the revision before, and a later one applies."""
+    h = Harness(tmp_path)
+    h.send(generation=1, config={"revision": 1, "values": {"results": {"min_score": 0.4}}})
+    report = h.send(generation=2, config={"revision": 2, "values": {"results": {"min_score": 0.4},
+                                                                     "model": {"version": 987654}}})
+    assert report["config"]["state"] == "restarting" and "version = 987654" in h.path.read_text()
+    change = pending.begin_attempt(h.path)
+    assert change is not None and change.changed == ["model.version"]
+    pending.revert(h.path, change, "cannot start: no version 987654 of model colour")
+    h.live = LiveConfig(load_config(h.path), h.path)  # the gateway started again, on the previous file
+    h.agent = h.make()
+    h.agent.step()
+    report = h.reported[-1]
+    assert report["config"]["state"] == "refused" and report["state"] == "failed"
+    assert "could not start with this revision" in report["config"]["reason"]
+    assert report["config_revision"] == 1 and "987654" not in h.path.read_text()
+    report = h.send(generation=3, config={"revision": 3, "values": {"results": {"min_score": 0.3}}})
+    assert report["config"] == {"revision": 3, "state": "applied", "reason": None} and report["state"] == "converged"
+    assert h.live.current.results.min_score == 0.3
