@@ -5,7 +5,11 @@ gateway's desired-state rules, many devices on one thread).
   `resume` finishes it; every device gets exactly one desired document from the rollout and
   installs the version once; the offline devices converge when they come back;
 - failures above `--max-failures` abort the next rollout: every device it reached is set back to
-  its previous desired target, including one that was offline and returns afterwards.
+  its previous desired target, including one that was offline and returns afterwards;
+- an operator's `pause` stops the controller that drives a rollout (nothing undone, nothing more
+  dispatched), `resume` goes on from the next stage, and a manual `abort` sets every device the
+  rollout reached back, and only those. Two devices the test answers for itself hold a stage open
+  until the test says they converged, so pausing never races a stage that settles by itself.
 """
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from bench.fleet_sim import SimFleet
+from edge.util.shadow import ShadowState, reported_document
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,6 +40,11 @@ def edgectl(broker, *args: str, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "provisioning.cli", "fleet", "rollout", *args,
                                  "--broker", broker.url], stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "XDG_CONFIG_HOME": str(log.parent)})
+
+
+def edgectl_done(broker, *args: str, log: Path) -> int:
+    """`edgectl fleet rollout ARGS` to completion: its exit status."""
+    return edgectl(broker, *args, log=log).wait(120)
 
 
 def desired_writes(recorder) -> Counter[str]:
@@ -99,3 +110,99 @@ def test_a_killed_controller_resumes_and_offline_devices_converge_then_an_abort_
         assert report["state"] == "aborted" and report["restored"] == report["restored_converged"] > 0
     finally:
         sim.stop()
+
+
+class HeldDevice:
+    """A device the test answers for: online and serving v1 (retained `status` and `model`), it takes
+    its desired document and stays `reconciling` until the test calls `converge`."""
+
+    def __init__(self, broker, name: str) -> None:
+        self.broker, self.name = broker, name
+        self.publish("status", b"online")
+        self.publish("model", {"state": "serving", "serving": {"version": 1, "digest": D1}, "ref": f"{REF}:stable",
+                               "name": "classifier"})
+
+    def publish(self, kind: str, doc: dict | bytes) -> None:
+        payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        mqtt_publish.single(f"edge/{self.name}/{kind}", payload, qos=1, retain=True, hostname=self.broker.host,
+                            port=self.broker.port)
+
+    def converge(self, recorder) -> None:
+        desired = json.loads(recorder.messages(f"edge/{self.name}/desired")[-1].payload)
+        self.publish("reported", reported_document(
+            device=self.name, generation=desired["generation"], state=ShadowState.CONVERGED, since=None,
+            rollout=desired.get("rollout"), model=None, config=None, serving={"version": 2, "digest": D2},
+            config_revision=None, refused=None))
+
+
+def last_desired(recorder, device: str) -> dict:
+    return json.loads(recorder.messages(f"edge/{device}/desired")[-1].payload)
+
+
+def test_pause_stops_the_controller_resume_goes_on_and_a_manual_abort_sets_every_reached_device_back(
+        mosquitto, mqtt_recorder, tmp_path) -> None:
+    recorder = mqtt_recorder(mosquitto, "edge/#")
+    sims = NAMES[:20]
+    sim = SimFleet(mosquitto.host, mosquitto.port, sims, ref=f"{REF}:stable", digest=D1,
+                   install_s=(0.1, 0.3)).start(120)
+    hold_a = HeldDevice(mosquitto, "hold-a")
+    HeldDevice(mosquitto, "hold-b")  # never converges: holds stage 2 open
+    canary = ["hold-a", "sim-000", "sim-001"]
+    second = ["hold-b", *(f"sim-00{i}" for i in range(2, 10))]  # stage 2 adds these (stages are cumulative)
+    drivers: list[subprocess.Popen[bytes]] = []
+    try:
+        start = edgectl(mosquitto, "start", "--id", "r3", "--model", f"{REF}:2@{D2}", "--stage", f"canary={','.join(canary)}",
+                        "--stage", "half=hold-b,sim-00*", "--stage", "100%", log=tmp_path / "r3.log")
+        drivers.append(start)
+        wait_until(lambda: set(desired_writes(recorder)) == set(canary), 60, message="the canary stage dispatched")
+        wait_until(lambda: all(sim.serving()[n] == D2 for n in canary[1:]), 60, message="sim-000/001 on v2")
+        assert start.poll() is None  # driving: hold-a keeps the canary stage open
+
+        # pause: the driving controller stops; nothing is undone and nothing more is dispatched
+        assert edgectl_done(mosquitto, "pause", "r3", log=tmp_path / "pause.log") == 0
+        assert start.wait(60) == 0, (tmp_path / "r3.log").read_text()
+        assert "rollout r3: paused" in (tmp_path / "r3.log").read_text()
+        doc = rollout_doc(recorder, "r3")
+        assert doc["state"] == "paused" and doc["reason"].startswith("paused by ")
+        hold_a.converge(recorder)  # the canary stage settles now: only a controller would go on
+        wait_until(lambda: recorder.messages("edge/hold-a/reported"), 30, message="hold-a's report")
+        assert desired_writes(recorder) == Counter(dict.fromkeys(canary, 1))
+        assert all(last_desired(recorder, n)["rollout"] == "r3" for n in canary)
+        assert all(sim.serving()[n] == D2 for n in canary[1:]) and all(sim.serving()[n] == D1 for n in sims[2:])
+
+        # resume: from the next stage on, no device dispatched twice
+        resumed = edgectl(mosquitto, "resume", "r3", log=tmp_path / "resume.log")
+        drivers.append(resumed)
+        wait_until(lambda: set(desired_writes(recorder)) == {*canary, *second}, 60, message="stage 2 dispatched")
+        wait_until(lambda: all(sim.serving()[n] == D2 for n in second[1:]), 60, message="stage 2's sims on v2")
+        assert set(desired_writes(recorder).values()) == {1}
+        assert rollout_doc(recorder, "r3")["state"] == "running" and resumed.poll() is None  # hold-b holds stage 2
+
+        # a manual abort (paused first, so that one controller drives it): every device the rollout
+        # reached gets its previous desired state back, the others get nothing
+        assert edgectl_done(mosquitto, "pause", "r3", log=tmp_path / "pause2.log") == 0
+        assert resumed.wait(60) == 0, (tmp_path / "resume.log").read_text()
+        aborted = edgectl_done(mosquitto, "abort", "r3", "--reason", "wrong model on the gates", log=tmp_path / "abort.log")
+        assert aborted == 0, (tmp_path / "abort.log").read_text()
+        reached = [*canary, *second]
+        doc = rollout_doc(recorder, "r3")
+        assert doc["state"] == "aborted" and doc["reason"] == "wrong model on the gates"
+        assert "12 device(s) set back" in (tmp_path / "abort.log").read_text()
+        assert desired_writes(recorder) == Counter(dict.fromkeys(reached, 2))  # the rollout's, then the restore
+        for name in reached:
+            restore = last_desired(recorder, name)
+            assert restore["restores"] == "r3" and "rollout" not in restore, restore
+            assert restore["model"] == {"ref": f"{REF}:stable", "digest": D1}, restore
+        assert not any(recorder.messages(f"edge/{n}/desired") for n in sims[10:])  # never reached
+        wait_until(lambda: all(d == D1 for d in sim.serving().values()), 60, message="every sim back on v1")
+        wait_until(lambda: all(json.loads(recorder.messages(f"edge/{n}/reported")[-1].payload)["state"] == "converged"
+                               for n in second[1:] + canary[1:]), 60, message="the reached sims converged on v1")
+        assert all(sim.installs[n] == [D2] for n in reached if n.startswith("sim-"))  # v1 back by rollback only
+        assert not any(sim.installs[n] for n in sims[10:])
+    finally:
+        for proc in drivers:  # a failed assertion leaves no controller behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        sim.stop()
+
