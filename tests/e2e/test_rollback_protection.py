@@ -7,18 +7,25 @@ version: refused without downloading it into the store, and again after a restar
 the persisted model state), and when an operator deploys the old tag explicitly. A signed rollback
 allows exactly that version (once: a replay is refused). The automatic probation rollback and
 ``cmd/rollback`` to the previous version on disk stay allowed. Results keep flowing throughout.
+
+Mix-and-match: another validly signed build published under the version number the device accepted
+(the channel moved to it) is refused too, before and after a restart, while the accepted build keeps
+serving (its digest in the retained `model` state).
 """
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge.util.signed import DocType
+from tests.support.packages import push
 from tests.support.trust import sign
 from tests.support.trust_fleet import TrustFleet
+from tests.support.waits import wait_until
 
 DEVICE = "gw-fresh"
 
@@ -41,6 +48,15 @@ def stale_refusals(fleet: TrustFleet, digest: str) -> list[dict]:
             if e["digest"] == digest and "rollback refused" in e["reason"]]
 
 
+def accepted_build_serves(fleet: TrustFleet, digest: str) -> None:
+    """The retained `model` state and the state file say version 2 serves as the build `digest`, and
+    that build's folder is the one in the store."""
+    wait_until(lambda: fleet.docs("model")[-1]["serving"] == {"version": 2, "digest": digest}, 30,
+               message=f"the model state serving version 2 as {digest[:19]}")
+    state = model_state(fleet)
+    assert state["serving"] == {"version": 2, "digest": digest} and state["installed"]["2"] == digest
+
+
 def test_rollback_protection_end_to_end(fleet: TrustFleet) -> None:
     registry = fleet.registry.address
     d2 = fleet.push("stable", "good2")
@@ -60,6 +76,20 @@ def test_rollback_protection_end_to_end(fleet: TrustFleet) -> None:
     fleet.results_flow(2, after_seq=seq)
     assert fleet.serving() == 2
 
+    # 1b. mix-and-match: another build (validly signed) published as version 2, the number accepted
+    rebuild = fleet.workdir / "good2-rebuild"
+    shutil.copytree(fleet.packages["good2"], rebuild)
+    (rebuild / "assets.extra" / "build.txt").write_text("another build published as version 2\n")
+    seq = fleet.last_seq()
+    d2b = push(fleet.registry, "stable", rebuild, fleet.keys["model"])
+    assert d2b != d2
+    another_build = f"rollback refused: version 2 is another build ({d2b[:19]}) of version 2 than the one accepted"
+    event = fleet.wait_event("model_install_failed", digest=d2b, reason=another_build)
+    assert event["permanent"] is True and f"edgectl trust sign rollback --version 2 --digest {d2b}" in event["reason"]
+    fleet.results_flow(2, after_seq=seq)
+    accepted_build_serves(fleet, d2)
+    assert d2b in model_state(fleet)["bad"]
+
     # 2. after a restart the floor still holds (it is in the persisted model state)
     gateway = fleet.gateway
     assert gateway is not None and gateway.terminate() == 0
@@ -67,13 +97,22 @@ def test_rollback_protection_end_to_end(fleet: TrustFleet) -> None:
     gateway = fleet.start_gateway()
     fleet.results_flow(2, after_seq=seq, timeout_s=180)
     assert model_state(fleet)["highest"] == {"version": 2, "digest": d2}
+    accepted_build_serves(fleet, d2)
+    # ... for the other build of version 2 too, even asked for explicitly (a deploy retries a known-bad digest)
+    refusals, seq = len(stale_refusals(fleet, d2b)), fleet.last_seq()
+    reply = fleet.request("deploy", {"ref": f"{registry}/models/colour:stable"})
+    assert reply["ok"], reply
+    wait_until(lambda: len(stale_refusals(fleet, d2b)) > refusals, 60, message="the other build refused after a restart")
+    assert another_build in stale_refusals(fleet, d2b)[-1]["reason"]
+    fleet.results_flow(2, after_seq=seq)
+    accepted_build_serves(fleet, d2)
+    assert fleet.push("stable", "good1") == d1  # the channel back on v1 (known bad here) for step 4
 
     # 3. an operator (or whoever holds the broker account) deploys the old tag explicitly: refused too
     refusals, seq = len(stale_refusals(fleet, d1)), fleet.last_seq()
     reply = fleet.request("deploy", {"ref": f"{registry}/models/colour:1"})
     assert reply["ok"], reply  # queued; the refusal comes as an event
     fleet.wait_event("model_install_failed", since=0, digest=d1, reason="rollback refused")
-    from tests.support.waits import wait_until
     wait_until(lambda: len(stale_refusals(fleet, d1)) > refusals, 60, message="the forced deploy refused as stale")
     fleet.results_flow(2, after_seq=seq)
 
