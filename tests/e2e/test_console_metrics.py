@@ -1,11 +1,15 @@
-"""/metrics of the real gateway: promtool accepts it, its values agree with health, and live-view JPEGs
-are encoded only while someone asks for them, at most `live_fps` per camera."""
+"""/metrics of the real gateway: promtool accepts it, its values agree with health, live-view JPEGs
+are encoded only while someone asks for them, at most `live_fps` per camera, and the annotated view
+draws a camera's ROI where the ROI is."""
 from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from tests.support.config import render_config
@@ -18,6 +22,7 @@ from tests.support.waits import wait_until
 pytestmark = pytest.mark.slow
 
 DEVICE = "gw-metrics"
+ROI = {"name": "door", "x": 20, "y": 16, "w": 100, "h": 80}  # inside green-cam's 160x120 frames
 
 
 def value(metrics: dict, metric: str, **labels: str) -> float:
@@ -31,7 +36,9 @@ def between(low: float, got: float, high: float) -> bool:
 def test_metrics_pass_promtool_and_agree_with_health(mosquitto, mqtt_recorder, gateway_factory, colour_model_store,
                                                      colour_cameras, promtool: Path, tmp_path: Path) -> None:
     port = free_port()
-    text = render_config(DEVICE, colour_cameras, colour_model_store, "colour", mosquitto.url, tmp_path / "spool.db",
+    red, green = colour_cameras
+    cameras = [red, replace(green, extra={**green.extra, "rois": [ROI]})]
+    text = render_config(DEVICE, cameras, colour_model_store, "colour", mosquitto.url, tmp_path / "spool.db",
                          extra_sections=console_section(port, live_fps=2))
     recorder = mqtt_recorder(mosquitto, f"edge/{DEVICE}/results/#")
     gw = gateway_factory("metrics", text).start()
@@ -87,7 +94,39 @@ def test_metrics_pass_promtool_and_agree_with_health(mosquitto, mqtt_recorder, g
     elapsed = time.monotonic() - started
     grown = value(metric_values(get(base + "/metrics").text), "edge_console_jpeg_encodes_total") - encodes
     assert 2 <= grown <= 2 * (2 * elapsed + 1), (grown, elapsed)
+
+    # the ROI's box on the annotated view (and only there), at the ROI's place
+    annotated = get(f"{base}/api/green-cam/latest.jpg?annotated=1")
+    assert "%22roi%22%3A%22door%22" in annotated.headers["X-Edge-Labels"]  # the labels drawn name the ROI
+    drawn, plain = (jpeg_image(get(f"{base}/api/green-cam/latest.jpg{q}").content) for q in ("?annotated=1", ""))
+    assert drawn.shape == plain.shape == (120, 160, 3)
+    assert box_edges(drawn) == {"left": True, "right": True, "top": True, "bottom": True}, red_channel(drawn)
+    assert box_edges(plain) == {"left": False, "right": False, "top": False, "bottom": False}
+    x, y, w, h = ROI["x"], ROI["y"], ROI["w"], ROI["h"]
+    for px, py in ((x + w // 2, y + h - 10), (x + w + 12, y + h // 2), (x - 12, y + h // 2), (x + w // 2, y + h + 12)):
+        assert drawn[py, px, 2] < 80, (px, py, drawn[py, px])  # inside and around the box: the green frame
     assert gw.terminate() == 0
+
+
+def jpeg_image(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def box_edges(image: np.ndarray) -> dict[str, bool]:
+    """Is there a yellow line (BGR 0,255,255 on a green frame: the red channel) across the middle of
+    each side of the ROI, below the labels drawn inside it? 3 px across each line (thickness 2)."""
+    x, y, w, h = ROI["x"], ROI["y"], ROI["w"], ROI["h"]
+    low = y + h - 12  # below the label text, above the bottom edge
+    red = image[:, :, 2].astype(int)
+    return {"left": red[low, x - 1:x + 2].max() > 150, "right": red[low, x + w - 2:x + w + 1].max() > 150,
+            "top": red[y - 1:y + 2, x + w // 2].max() > 150, "bottom": red[y + h - 2:y + h + 1, x + w // 2].max() > 150}
+
+
+def red_channel(image: np.ndarray) -> str:
+    """The red channel around the ROI, for a failing assertion's message."""
+    return np.array2string(image[::4, ::4, 2], max_line_width=200, threshold=10_000)
 
 
 def test_a_console_port_already_taken_stops_the_start_with_one_line(

@@ -15,6 +15,15 @@ class CameraSpec:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def toml_inline(value: object) -> str:
+    """`toml_value`, with tables inline (``rois = [{name = "door", x = 20, ...}]``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_inline(v) for v in value) + "]"
+    return toml_value(value)
+
+
 def render_config(
     device_id: str,
     cameras: list[CameraSpec],
@@ -32,7 +41,7 @@ def render_config(
     lines = [f'device_id = "{device_id}"', 'log_level = "info"', ""]
     for cam in cameras:
         lines += ["[[cameras]]", f'name = "{cam.name}"', f"source = {toml_value(cam.source)}", f"fps = {cam.fps}"]
-        lines += [f"{k} = {toml_value(v)}" for k, v in cam.extra.items()]
+        lines += [f"{k} = {toml_inline(v)}" for k, v in cam.extra.items()]
         lines.append("")
     lines += [
         "[model]", f'name = "{model_name}"', f"store = {toml_value(str(model_store))}", "",
