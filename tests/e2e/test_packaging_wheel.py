@@ -1,24 +1,26 @@
 """The wheel as a device gets it: installed into a fresh venv (not editable, not this checkout), offline
-from the built wheel with the pinned stack, then `edgectl install --root R` and the installed
-`edge-gateway` classifying the demo camera onto a real Mosquitto."""
+from a wheelhouse of the built wheel and its pinned stack (no TensorFlow), then `edgectl install --root R`
+and the installed `edge-gateway` classifying the demo camera with LiteRT onto a real Mosquitto."""
 from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from edge.serving.candidates import convert_saved_model
 from tests.support.config import CameraSpec, render_config
 from tests.support.mqtt import payloads
 from tests.support.paths import REPO
 from tests.support.waits import wait_until
+from tools.build_demo_model import MODEL_NAME as DEMO_MODEL
 
-OURS = ("edge", "camera", "provisioning", "edge_gateway", "__editable__")
+
 def device_env(**extra: str) -> dict[str, str]:
     """The environment of a device's shell: no PYTHONPATH pointing into a checkout."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -42,30 +44,43 @@ def test_the_wheel_carries_units_config_man_pages_completions_and_the_descriptor
                                   and "extra ==" not in line], "grpcio-tools must not be a runtime dependency"
 
 
+EXTRAS = "opencv,litert"  # what a device without TensorFlow installs (the .deb's extras too)
+
+
 @pytest.fixture(scope="module")
 def fresh_venv(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new venv whose only packages are the built wheel's: the third-party stack is this test venv's
-    (linked in, so nothing is downloaded), everything of ours comes from the wheel."""
-    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    """A new venv with the wheel and its pinned stack installed offline: `pip download` fills a wheelhouse
+    (PyPI, or pip's cache), then `pip install --no-index` from it alone, with this machine's pip
+    configuration ignored, as on a device without network access."""
+    base = tmp_path_factory.mktemp("fresh")
+    wheelhouse = base / "wheelhouse"
+    pip_env = device_env(PIP_CONFIG_FILE="/dev/null", PIP_FIND_LINKS="", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    download = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", wheelhouse,
+                               "-c", CONSTRAINTS, f"{built_wheel}[{EXTRAS}]"],
+                              capture_output=True, text=True, timeout=1200, env=pip_env)
+    assert download.returncode == 0, download.stdout[-2000:] + download.stderr[-2000:]
+    venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-    # Python 3.11's venv seeds its own setuptools, which would shadow the stack's pinned one
-    subprocess.run([venv / "bin" / "pip", "uninstall", "-q", "-y", "setuptools"], check=True, timeout=300,
-                   env=device_env())
-    stack = venv.parent / "stack"
-    stack.mkdir()
-    ours = sysconfig.get_paths()["purelib"]
-    for entry in Path(ours).iterdir():
-        if not entry.name.startswith(OURS) and entry.name not in ("pip",) and not entry.name.startswith("pip-"):
-            (stack / entry.name).symlink_to(entry)
-    site = next(venv.glob("lib/python*/site-packages"))
-    (site / "edge-test-stack.pth").write_text(f"{stack}\n")
-    env = device_env(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    install = subprocess.run([venv / "bin" / "pip", "install", "--find-links", built_wheel.parent,
-                              "-c", CONSTRAINTS, "edge-gateway[opencv,litert,tf]"],
-                             capture_output=True, text=True, timeout=600, env=env)
+    install = subprocess.run([venv / "bin" / "pip", "install", "--no-index", "--find-links", wheelhouse,
+                              "-c", CONSTRAINTS, f"edge-gateway[{EXTRAS}]"],
+                             capture_output=True, text=True, timeout=900, env={**pip_env, "PIP_NO_INDEX": "1"})
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
-    assert "Successfully installed edge-gateway" in install.stdout
+    assert "Successfully installed" in install.stdout and "edge-gateway-" in install.stdout
+    frozen = subprocess.run([venv / "bin" / "pip", "freeze"], capture_output=True, text=True, timeout=120,
+                            env=pip_env).stdout
+    assert "tensorflow" not in frozen.lower() and "grpcio-tools" not in frozen, frozen
     return venv
+
+
+@pytest.fixture(scope="module")
+def demo_litert_store(demo_model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo version as a device without TensorFlow serves it: its assets.extra (labels, golden images)
+    and a model.tflite converted here, where TensorFlow is; no SavedModel."""
+    source = demo_model_store / DEMO_MODEL / "1"
+    version = tmp_path_factory.mktemp("litert-store") / DEMO_MODEL / "1"
+    shutil.copytree(source / "assets.extra", version / "assets.extra")
+    (version / "model.tflite").write_bytes(convert_saved_model(source))
+    return version.parent.parent
 
 
 def test_installed_programs_answer_version_and_come_from_the_wheel(fresh_venv: Path) -> None:
@@ -81,7 +96,7 @@ def test_installed_programs_answer_version_and_come_from_the_wheel(fresh_venv: P
 
 
 def test_edgectl_install_from_the_wheel_then_the_installed_gateway_classifies(
-        fresh_venv: Path, tmp_path: Path, mosquitto, mqtt_recorder, demo_model_store, demo_video) -> None:
+        fresh_venv: Path, tmp_path: Path, mosquitto, mqtt_recorder, demo_litert_store, demo_video) -> None:
     root = tmp_path / "root"
     done = subprocess.run([fresh_venv / "bin" / "edgectl", "install", "--root", root, "--no-enable"],
                           capture_output=True, text=True, timeout=300, cwd="/", env=device_env())
@@ -98,8 +113,8 @@ def test_edgectl_install_from_the_wheel_then_the_installed_gateway_classifies(
 
     video, _sidecar = demo_video
     config = tmp_path / "gateway.toml"
-    config.write_text(render_config("wheel-gw", [CameraSpec("demo", str(video), fps=5)], demo_model_store,
-                                    "efficientnet_lite0", mosquitto.url, tmp_path / "spool.db", max_batch_size=2))
+    config.write_text(render_config("wheel-gw", [CameraSpec("demo", str(video), fps=5)], demo_litert_store,
+                                    DEMO_MODEL, mosquitto.url, tmp_path / "spool.db", max_batch_size=2))
     recorder = mqtt_recorder(mosquitto, "edge/wheel-gw/#")
     log = open(tmp_path / "gateway.log", "wb")
     gateway = subprocess.Popen([fresh_venv / "bin" / "edge-gateway", "run", "--config", config], stdout=log,
@@ -111,7 +126,7 @@ def test_edgectl_install_from_the_wheel_then_the_installed_gateway_classifies(
         labels = {d["top_k"][0]["label"] for d in payloads(recorder, "edge/wheel-gw/results/demo")}
         assert labels, "results without labels"
         started = [d for d in payloads(recorder, "edge/wheel-gw/events") if d["event"] == "gateway_started"]
-        assert started and started[0]["model"]["version"] == 1
+        assert started and started[0]["model"]["version"] == 1 and started[0]["model"]["runtime"] == "litert", started
     finally:
         gateway.terminate()
         try:
