@@ -1,14 +1,15 @@
 """Loopback helpers: free ports, waiting for a listener, and a server that never answers.
 
-`wait_for_port` raises TimeoutError (not the AssertionError of `tests.support.waits.wait_until`):
-it is used by fixtures starting a component, where a port that never opens is a fixture error that
-each caller turns into a RuntimeError carrying the component's log.
+`wait_for_port` keeps the one polling contract of the suite (`tests.support.waits.wait_until`): an
+AssertionError naming what it waited for. Fixtures that start a component catch it to raise a
+RuntimeError carrying the component's log.
 """
 from __future__ import annotations
 
 import socket
 import threading
-import time
+
+from tests.support.waits import wait_until
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -18,16 +19,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Does something accept a TCP connection on host:port now (within 0.5 s)?"""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 20.0) -> None:
-    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+    """Block until something accepts TCP connections on host:port; AssertionError after `timeout_s`."""
+    wait_until(lambda: port_open(port, host), timeout_s, message=f"something listening on {host}:{port}")
 
 
 class SilentServer:

@@ -7,7 +7,9 @@
 (c) no .py file in edge/, camera/, provisioning/, tests/, bench/, tools/ over 400 lines, except the
     vendored protos under edge/serving/protos/;
 (d) no module under tests/ imports a test module (`tests.**.test_*`): fixtures come from the plugins
-    in tests/fixtures/, helpers from tests/support/.
+    in tests/fixtures/, helpers from tests/support/;
+(e) docs/architecture.md names every module of edge/ and camera/ in its folder's row of the Packages
+    table (a module directly in edge/, such as edge/errors.py, anywhere as `edge.<name>`).
 
 Each failure names the modules, files and lines at fault.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import sys
 import tokenize
 from collections.abc import Iterator
@@ -234,3 +237,29 @@ def test_no_test_module_imports_another() -> None:
             found.append(f"{path.relative_to(REPO)}:{line}: imports {module}")
     assert not found, ("test modules import other test modules (move what they share to tests/support/, "
                        "fixtures to tests/fixtures/):\n" + "\n".join(found))
+
+
+# ------------------------------------------------------------------------------------- (e) the map names every module
+
+def package_rows(text: str) -> dict[str, str]:
+    """docs/architecture.md's Packages table: folder (`edge/app/`) -> what its row says."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_/]+/)` \| (.*) \|$", text, re.MULTILINE)}
+
+
+def test_the_architecture_map_names_every_module() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = package_rows(text)
+    missing = []
+    for path in python_files("edge", "camera"):
+        relative = path.relative_to(REPO)
+        if path.name == "__init__.py" or any(path.is_relative_to(v) for v in VENDORED):
+            continue
+        if len(relative.parts) == 2 and relative.parts[0] == "edge":  # edge/errors.py
+            if f"edge.{path.stem}" not in text:
+                missing.append(f"{relative}: `edge.{path.stem}` is not mentioned")
+            continue
+        folder = f"{relative.parts[0]}/" if relative.parts[0] == "camera" else f"{'/'.join(relative.parts[:2])}/"
+        if not re.search(rf"\b{re.escape(path.stem)}\b", rows.get(folder, "")):
+            missing.append(f"{relative}: not named in the `{folder}` row")
+    assert not missing, "docs/architecture.md (Packages) does not name:\n" + "\n".join(missing)
+
