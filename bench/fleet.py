@@ -28,6 +28,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the checkout
+
+from tools.loopback import free_port, wait_port
+
 logger = logging.getLogger(__name__)
 
 
@@ -110,15 +114,12 @@ def fleet_ls(url: str) -> tuple[float, list[dict]]:
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.fixtures.net import free_port, wait_for_port
-
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
     proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, timeout_s=20.0)
+    wait_port(port, timeout_s=20.0)
     return proc, port
 
 
