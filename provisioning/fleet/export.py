@@ -53,6 +53,19 @@ CREATE TABLE IF NOT EXISTS edge_rejected (
     id bigserial PRIMARY KEY, topic text NOT NULL, payload bytea NOT NULL, reason text NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now());
 """
+# Concurrent CREATE TABLE IF NOT EXISTS races in PostgreSQL (both see no table, one fails on the
+# catalog's unique index): exporters that start together take this transaction-scoped advisory lock.
+SCHEMA_LOCK_KEY = 0x65646765  # "edge"
+
+
+def create_schema(db: Any) -> None:
+    """Create the export tables if missing, in one transaction, safe when several exporters start at once."""
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        cur.execute(SCHEMA)
+    db.commit()
+
+
 INSERT_RESULT = ("INSERT INTO edge_results (device, seq, camera, ts, model_version, top_label, top_score, payload) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (device, seq) DO NOTHING")
 INSERT_EVENT = ("INSERT INTO edge_events (device, seq, event, ts, payload) VALUES (%s, %s, %s, %s, %s) "
@@ -182,11 +195,8 @@ class Exporter:
             self._cond.notify()
 
     def _connect_db(self) -> Any:
-        psycopg = _psycopg()
-        db = psycopg.connect(self.dsn)
-        with db.cursor() as cur:
-            cur.execute(SCHEMA)
-        db.commit()
+        db = _psycopg().connect(self.dsn)
+        create_schema(db)
         return db
 
     def _store(self, taken: list[tuple[paho.MQTTMessage, Row]]) -> None:

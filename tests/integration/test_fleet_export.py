@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.transport.mqtt import MqttSettings
 from edge.transport.outbox import MqttReporter
 from edge.transport.spool import Spool
+from provisioning.fleet.export import create_schema
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -55,8 +57,13 @@ def test_two_consumers_land_every_device_seq_exactly_once_through_a_broker_resta
     exporters = [start_exporter(mosquitto, postgres_dsn, f"exp-{i}", tmp_path / f"exp-{i}.log") for i in (1, 2)]
     reporters = []
     try:
-        wait_until(lambda: all("subscribed:" in (tmp_path / f"exp-{i}.log").read_text() for i in (1, 2)), 60,
-                   message="both exporters subscribed (their sessions hold the share from now on)")
+        try:
+            wait_until(lambda: all("subscribed:" in (tmp_path / f"exp-{i}.log").read_text() for i in (1, 2)), 120,
+                       message="both exporters subscribed (their sessions hold the share from now on)")
+        except AssertionError as exc:
+            logs = "\n".join(f"exp-{i} (exit {proc.poll()}): {(tmp_path / f'exp-{i}.log').read_text()[-2000:]}"
+                              for i, proc in zip((1, 2), exporters))
+            raise AssertionError(f"{exc}\n{logs}") from None
         for device in DEVICES:
             spool = Spool(tmp_path / f"{device}.db", sync="normal")
             reporter = MqttReporter(MqttSettings(url=mosquitto.url, keepalive_s=5, reconnect_min_s=0.2,
@@ -115,3 +122,27 @@ def test_two_consumers_land_every_device_seq_exactly_once_through_a_broker_resta
     # the share group split the stream: both consumers stored some of it
     assert all(s.get("results", 0) > 0 for s in summaries), summaries
     assert sum(s["results"] + s["events"] - s["duplicates"] for s in summaries) == len(expected)
+
+
+def test_exporters_starting_together_on_a_fresh_database_all_get_the_schema(postgres_server) -> None:
+    """Two CREATE TABLE IF NOT EXISTS at once fail in PostgreSQL (a unique violation in its catalog):
+    two exporters started together on a new database must both come up (failed in CI before the lock)."""
+    for _ in range(10):
+        dsn = postgres_server.create_database()
+        barrier, errors = threading.Barrier(3), []
+
+        def start() -> None:
+            with psycopg.connect(dsn) as db:
+                barrier.wait(30)
+                try:
+                    create_schema(db)
+                except psycopg.Error as exc:
+                    errors.append(repr(exc))
+
+        threads = [threading.Thread(target=start) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert len(rows(dsn)[0]) == 0
