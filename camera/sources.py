@@ -274,13 +274,34 @@ def ffmpeg_timeout_params(settings: CaptureSettings) -> list[int]:
     ]
 
 
+# OpenCV's numeric log levels (cv::utils::logging::LogLevel), the same in every 4.x/5.x build.
+_OPENCV_LOG_ERROR, _OPENCV_LOG_WARNING = 2, 3
+
+
 def quiet_opencv() -> None:
     """OpenCV and its FFmpeg/GStreamer backends print their own warnings to stderr, outside logging:
     keep them to errors, warnings too when this process logs at debug (the capture code logs what
     matters). OpenCV's level is process-wide; it follows a live change of the log level at the next
     open."""
-    levels = cv2.utils.logging
-    levels.setLogLevel(levels.LOG_LEVEL_WARNING if logger.isEnabledFor(logging.DEBUG) else levels.LOG_LEVEL_ERROR)
+    level = _OPENCV_LOG_WARNING if logger.isEnabledFor(logging.DEBUG) else _OPENCV_LOG_ERROR
+    try:
+        set_opencv_log_level(level)
+    except (AttributeError, cv2.error) as exc:  # an OpenCV build without either API: keep its own level
+        logger.debug("cannot set OpenCV's log level: %s", exc)
+
+
+def set_opencv_log_level(level: int) -> None:
+    """Set OpenCV's process-wide log level. Builds differ in where the binding lives: pip's
+    opencv-python 4.8+/5.x has `cv2.utils.logging.setLogLevel`, Debian's and JetPack's 4.x only the
+    older top-level `cv2.setLogLevel`."""
+    levels = getattr(getattr(cv2, "utils", None), "logging", None) or cv2  # the older binding is top-level
+    levels.setLogLevel(level)
+
+
+def opencv_log_level() -> int:
+    """OpenCV's current process-wide log level (see set_opencv_log_level)."""
+    levels = getattr(getattr(cv2, "utils", None), "logging", None) or cv2
+    return int(levels.getLogLevel())
 
 
 def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> FrameSource:

@@ -65,6 +65,7 @@ def litert_only_store(colour_model_store: Path, colour_tflite: Path, store: Path
     return store
 
 
+@pytest.mark.timeout(480)  # the image's first start under a loaded CI machine, then up to 2 min of health checks
 def test_gateway_in_the_container_classifies_and_is_healthy(
         podman: Podman, image: str, tmp_path: Path, mosquitto, mqtt_recorder, colour_model_store, colour_tflite,
         colour_cameras) -> None:
@@ -85,7 +86,7 @@ def test_gateway_in_the_container_classifies_and_is_healthy(
     cid = podman("run", "-d", "--network=host", "-v", f"{etc}:/etc/edge:ro", "-v", f"{state}:/var/lib/edge",
                  "-v", f"{tmp_path}:/camera:ro", image).stdout.strip()
     try:
-        wait_until(lambda: len(payloads(recorder, f"edge/container-gw/results/{camera.name}")) >= 3, 300,
+        wait_until(lambda: len(payloads(recorder, f"edge/container-gw/results/{camera.name}")) >= 3, 240,
                    message="results from the gateway in the container")
         labels = {d["top_k"][0]["label"] for d in payloads(recorder, f"edge/container-gw/results/{camera.name}")}
         assert labels == {"red"}, labels
@@ -94,5 +95,6 @@ def test_gateway_in_the_container_classifies_and_is_healthy(
                    message="the container's health check passing")
     finally:
         logs = subprocess.run([*podman.base, "logs", cid], capture_output=True, text=True, timeout=60, env=podman.env)
+        print("container log:\n" + (logs.stdout + logs.stderr)[-6000:])  # shown when the test fails
         podman("rm", "-f", cid, timeout_s=120)
     assert "Traceback" not in logs.stdout + logs.stderr, (logs.stdout + logs.stderr)[-3000:]

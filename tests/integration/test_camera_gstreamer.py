@@ -23,6 +23,7 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 import cv2
 import camera
+import camera.sources
 from camera import CameraCapture, CaptureSettings
 pipeline, seconds = sys.argv[1], float(sys.argv[2])
 capture = CameraCapture(CaptureSettings(name="gst", uri="gst:" + pipeline, target_fps=0))
@@ -37,7 +38,7 @@ capture.stop()
 print(json.dumps({{"cv2": cv2.__file__, "gstreamer": camera.gstreamer_available(), "frames": len(frames),
                   "shapes": sorted({{list(f.image.shape).__repr__() for f in frames}}),
                   "distinct": len({{f.image.tobytes() for f in frames}}), "state": stats.state,
-                  "error": stats.last_error}}))
+                  "error": stats.last_error, "opencv_log_level": camera.sources.opencv_log_level()}}))
 """
 
 
@@ -47,6 +48,7 @@ def read_gst(pipeline: str, seconds: float) -> dict:
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc["cv2"].startswith("/usr/lib/python3/dist-packages/") and doc["gstreamer"] is True, doc
+    assert doc["frames"] > 0, f"no frames: camera {doc['state']}, {doc['error']}"
     return doc
 
 
@@ -54,6 +56,7 @@ def test_test_source() -> None:
     doc = read_gst("videotestsrc num-buffers=200 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! "
                    "videoconvert ! video/x-raw,format=BGR ! appsink", 2.0)
     assert doc["frames"] >= 20 and doc["shapes"] == ["[240, 320, 3]"] and doc["distinct"] >= 10, doc
+    assert doc["opencv_log_level"] == 2, doc  # errors only, set through Debian's cv2 4.6 (cv2.setLogLevel)
 
 
 def test_rtsp_h264_pipeline(rtsp_server_factory, tmp_path) -> None:

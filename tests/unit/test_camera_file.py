@@ -5,11 +5,11 @@ import logging
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from camera import CaptureSettings, Roi, crop_regions, open_source
+from camera.sources import opencv_log_level, set_opencv_log_level
 from tests.support.fakes import CameraEventRecorder
 from tests.support.frames import read_frame_marker
 from tests.support.waits import wait_until
@@ -260,14 +260,13 @@ def test_opencvs_own_log_level_follows_logging_when_a_source_opens(video_file_fa
     """OpenCV prints to stderr outside logging: errors only, warnings too at debug (set where a camera
     opens, not by the logging setup, which edge-model-server uses without OpenCV)."""
     path = video_file_factory(count=2)
-    levels = cv2.utils.logging
     camera_logger = logging.getLogger("camera")
-    before_level, before_opencv = camera_logger.level, levels.getLogLevel()
+    before_level, before_opencv = camera_logger.level, opencv_log_level()
     try:
-        for level, expected in ((logging.DEBUG, levels.LOG_LEVEL_WARNING), (logging.INFO, levels.LOG_LEVEL_ERROR)):
+        for level, expected in ((logging.DEBUG, 3), (logging.INFO, 2)):  # OpenCV's WARNING, ERROR
             camera_logger.setLevel(level)
             open_source(str(path), CaptureSettings(name="f", uri=str(path), loop=False, realtime=False)).close()
-            assert levels.getLogLevel() == expected
+            assert opencv_log_level() == expected
     finally:
         camera_logger.setLevel(before_level)
-        levels.setLogLevel(before_opencv)
+        set_opencv_log_level(before_opencv)
