@@ -55,6 +55,20 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(doc, indent=1).encode("utf-8"), mode=0o600)
 
 
+def _remove(path: Path) -> None:
+    """Remove a record that exists. A config folder may be read-only (a container's `/etc/edge:ro`, an
+    image's read-only root): no record can exist there, and unlink answers EROFS even for a missing
+    file, so nothing is touched unless the record is there; a record that cannot go is logged."""
+    if not path.exists():
+        return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.error("cannot remove %s: %s", path, exc)
+
+
 def mark_pending(config_path: Path, backup: Path, changed: list[str]) -> None:
     """Record that `config_path` holds a remote change not yet started with (`backup`: the file before)."""
     _write_json(_pending_path(config_path), {"backup": str(backup), "changed": changed, "attempts": 0,
@@ -72,7 +86,7 @@ def pending(config_path: Path) -> PendingChange | None:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.error("ignoring the unreadable pending-change record %s: %s", path, exc)
-        path.unlink(missing_ok=True)
+        _remove(path)
         return None
 
 
@@ -82,14 +96,17 @@ def begin_attempt(config_path: Path) -> PendingChange | None:
     if change is None:
         return None
     change = PendingChange(change.backup, change.changed, change.attempts + 1, change.since)
-    _write_json(_pending_path(config_path), {"backup": str(change.backup), "changed": change.changed,
-                                             "attempts": change.attempts, "since": change.since})
+    try:
+        _write_json(_pending_path(config_path), {"backup": str(change.backup), "changed": change.changed,
+                                                 "attempts": change.attempts, "since": change.since})
+    except OSError as exc:  # the folder turned read-only: the attempt still counts for this start
+        logger.error("cannot count the start attempt in %s: %s", _pending_path(config_path), exc)
     return change
 
 
 def confirm(config_path: Path) -> None:
     """The gateway started with the change: it is the config now."""
-    _pending_path(config_path).unlink(missing_ok=True)
+    _remove(_pending_path(config_path))
 
 
 def revert(config_path: Path, change: PendingChange, reason: str) -> dict[str, Any]:
@@ -116,5 +133,5 @@ def take_reverted(config_path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         record = {"reason": f"(the revert record could not be read: {exc})", "keys": []}
-    path.unlink(missing_ok=True)
+    _remove(path)
     return record

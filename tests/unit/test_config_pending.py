@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from edge.config import pending
+from tests.support.paths import REPO
 
 
 def files(tmp_path: Path) -> tuple[Path, Path]:
@@ -60,3 +63,21 @@ def test_an_unreadable_record_is_dropped_not_acted_on(tmp_path: Path) -> None:
     (tmp_path / "gateway.toml.reverted").write_text("not json")
     taken = pending.take_reverted(config)
     assert taken is not None and "could not be read" in taken["reason"]
+
+
+def test_a_read_only_config_folder_starts_like_any_other(tmp_path: Path) -> None:
+    """A container mounts /etc/edge read-only: no record can exist there, and the start must not fail
+    removing one (unlink answers EROFS even for a missing file). A real read-only bind mount in a mount
+    namespace of its own (root, as the tests run)."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "gateway.toml").write_text("new = true\n")
+    script = ("from pathlib import Path; from edge.config import pending; c = Path(sys.argv[1]); "
+              "print(pending.begin_attempt(c), pending.pending(c), pending.take_reverted(c)); pending.confirm(c)")
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" '
+                           '&& ! touch "$1/probe" 2>/dev/null && exec "$2" -c "import sys; $3" "$1/gateway.toml"',
+                           "sh", str(folder), sys.executable, script],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "None None None"
+    assert sorted(p.name for p in folder.iterdir()) == ["gateway.toml"]
