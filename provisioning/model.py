@@ -3,15 +3,15 @@ with per-platform variants), promote channels (with signed, expiring channel sta
 
 The artifact format is documented in :mod:`edge.models.artifact`. TensorFlow is imported only by
 `model package` (:mod:`provisioning.modelpack`); push/promote/ls (:mod:`provisioning.publish`) need
-nothing but `requests` and `cryptography`. Registry credentials: ``--username``/``--password``, else
-``EDGE_REGISTRY_USERNAME``/``EDGE_REGISTRY_PASSWORD``, else the docker config (``--docker-config``,
+nothing but `requests` and `cryptography`. Registry settings (user, password, plain HTTP, CA file): the
+flags, else ``EDGE_REGISTRY_*``, else the operator context's ``registry_*`` (:mod:`provisioning.profiles`);
+credentials, if none of those gives a user, from the docker config (``--docker-config``,
 ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``) and its credential helpers.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -31,6 +31,7 @@ from edge.models.artifact.signing import load_model_private_key
 from edge.transport import dockerconfig
 from edge.transport.oci import RegistryClient, is_attachment_tag
 from edge.util.ociref import Reference
+from provisioning import profiles
 from provisioning.modelpack import package, parse_preprocess, parse_variant
 from provisioning.pki.trust import parse_duration
 from provisioning.publish import promote, publish
@@ -52,13 +53,21 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+REGISTRY_SETTINGS = ("registry_username", "registry_password", "registry_insecure", "registry_ca_file")
+
+
 def make_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
-    """Flags, then EDGE_REGISTRY_*, then the docker config (asked only if the registry wants credentials)."""
-    username = args.username or os.environ.get("EDGE_REGISTRY_USERNAME")
-    password = args.password or os.environ.get("EDGE_REGISTRY_PASSWORD")
+    """Flags, then EDGE_REGISTRY_*, then the operator context (--context, EDGE_CONTEXT, current_context),
+    then the docker config (asked only if the registry wants credentials)."""
+    settings = profiles.resolve(argparse.Namespace(
+        registry_username=args.username, registry_password=args.password,
+        registry_insecure=True if args.insecure else None, registry_ca_file=args.ca_file,
+        context=getattr(args, "context", None), global_context=getattr(args, "global_context", None)),
+        REGISTRY_SETTINGS)
     config = args.docker_config
-    return RegistryClient(ref.registry, username=username, password=password, insecure=args.insecure,
-                          ca_file=args.ca_file, credentials=lambda: dockerconfig.lookup(ref.registry, config))
+    return RegistryClient(ref.registry, username=settings.registry_username, password=settings.registry_password,
+                          insecure=bool(settings.registry_insecure), ca_file=settings.registry_ca_file,
+                          credentials=lambda: dockerconfig.lookup(ref.registry, config))
 
 
 def parse_ref(text: str, *, tag: bool) -> Reference:

@@ -6,13 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from provisioning.parser.common import command, group, version_number
+from provisioning.parser.fleet import add_context_option
 
 
 def registry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--username", help="registry user (or env EDGE_REGISTRY_USERNAME)")
-    p.add_argument("--password", help="registry password (or env EDGE_REGISTRY_PASSWORD)")
-    p.add_argument("--insecure", action="store_true", help="plain http (loopback/test registries)")
-    p.add_argument("--ca-file", type=Path, help="CA bundle for the registry's TLS certificate")
+    """Registry flags; each unset one comes from EDGE_REGISTRY_*, then the operator context's registry_*."""
+    p.add_argument("--username", help="registry user (EDGE_REGISTRY_USERNAME, the context's registry_username)")
+    p.add_argument("--password", help="registry password (EDGE_REGISTRY_PASSWORD, the context's registry_password)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="plain http, loopback/test registries (EDGE_REGISTRY_INSECURE, the context's registry_insecure)")
+    p.add_argument("--ca-file", type=Path,
+                   help="CA bundle for the registry's TLS certificate (EDGE_REGISTRY_CA_FILE, the context's "
+                        "registry_ca_file)")
+    add_context_option(p)
     p.add_argument("--docker-config", type=Path, metavar="FILE",
                    help="docker config.json with auths / credential helpers (default $DOCKER_CONFIG/config.json "
                         "or ~/.docker/config.json), used when no username is given")

@@ -281,3 +281,40 @@ def test_keys_gen_file_modes(capsys, tmp_path: Path) -> None:
     assert_one_line_error(err, "already exists; pass --force")
     assert run(capsys, "keys", "gen", "--out", tmp_path / "k", "--force")[0] == 0
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_registry_settings_come_from_the_operator_context(capsys, tmp_path: Path, basic_registry, monkeypatch) -> None:
+    """`edgectl model` takes the registry settings it is not given (flags, then EDGE_REGISTRY_*) from the
+    operator context (--context, EDGE_CONTEXT, current_context), as the fleet commands do."""
+    for name in ("EDGE_CONTEXT", "EDGE_REGISTRY_USERNAME", "EDGE_REGISTRY_PASSWORD", "EDGE_REGISTRY_INSECURE",
+                 "EDGE_REGISTRY_CA_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+    profile = tmp_path / "edgectl.toml"
+    profile.write_text('current_context = "prod"\n[contexts.prod]\nbroker = "mqtts://broker.example:8883"\n'
+                       '[contexts.lab]\nregistry_insecure = true\nregistry_username = "edge"\n'
+                       'registry_password = "s3cret"\n')
+    profile.chmod(0o600)
+    monkeypatch.setenv("EDGECTL_CONFIG", str(profile))
+    version = make_version(tmp_path / "fake" / "1", version=1)
+    ref = f"{basic_registry.address}/models/fake"
+
+    code, _, err = run(capsys, "model", "push", version, f"{ref}:1")  # prod: no registry settings, so HTTPS
+    assert code == 1
+    assert_one_line_error(err, "TLS error")
+    code, _, err = run(capsys, "model", "push", version, f"{ref}:1", "--context", "lab")
+    assert code == 0, err
+    code, stdout, err = run(capsys, "--context", "lab", "model", "ls", ref)  # edgectl's global --context
+    assert code == 0 and "1" in stdout.split(), err
+    monkeypatch.setenv("EDGE_CONTEXT", "lab")
+    assert run(capsys, "model", "ls", ref)[0] == 0
+    code, _, err = run(capsys, "model", "ls", ref, "--password", "wrong")  # a flag wins over the context
+    assert code == 1
+    assert_one_line_error(err, "credentials were refused")
+    monkeypatch.setenv("EDGE_REGISTRY_USERNAME", "someone")  # EDGE_REGISTRY_* wins over the context
+    code, _, err = run(capsys, "model", "ls", ref)
+    assert code == 1
+    assert_one_line_error(err, "credentials were refused")
+    code, _, err = run(capsys, "model", "ls", ref, "--context", "nope")
+    assert code == 2
+    assert_one_line_error(err, "context 'nope' is not in")
