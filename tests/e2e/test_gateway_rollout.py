@@ -16,6 +16,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,6 +30,7 @@ from tests.support.config import CameraSpec, render_config
 from tests.support.frames import BLUE, RED, solid_frames
 from tests.support.mqtt import Requester, latest_retained, payloads, seq_report
 from tests.support.packages import package_colour, push
+from tests.support.registry_proxy import RegistryProxy
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -256,45 +258,63 @@ def wait_log(gw, text: str, timeout_s: float) -> None:
 
 def test_sigkill_during_install_restarts_into_a_complete_version(
         mosquitto, mqtt_recorder, registry, gateway_factory, cameras, colour_packages, keys, tmp_path) -> None:
+    """SIGKILL right after the download starts, with a layer half on disk, and after the download
+    (unpacked, not validated): each restart serves v1, then v2 installs whole. The gateway reads the
+    registry through a loopback proxy that stalls the big layer after its first 64 KiB while the first
+    two kills happen (on loopback 48 MiB arrive faster than a poll could see the half-written file)."""
     recorder = mqtt_recorder(mosquitto, f"edge/{DEVICE}/#")
     push(registry, "stable", colour_packages["good1"], keys["key"])
-    config = rollout_config(tmp_path, mosquitto, registry, cameras, "stable", keys["pub"], "kill", probation_s=1.0)
-    gw = gateway_factory("kill", config).start()
-    wait_until(lambda: serving(recorder) == 1, 180, message="serving v1")
-    store = tmp_path / "store" / "colour"
-    # A big v2 so the download takes a while on loopback.
-    big = package_colour(tmp_path / "big2", 2)
-    (big / "assets.extra" / "padding.bin").write_bytes(os.urandom(48 << 20))
-    d2 = push(registry, "stable", big, keys["key"])
-    killed_at = []
-    staging = store / ".staging"
+    proxy = RegistryProxy(registry.address, hold_s=120)
+    try:
+        config = rollout_config(tmp_path, mosquitto, SimpleNamespace(address=proxy.address), cameras, "stable",
+                                keys["pub"], "kill", probation_s=1.0)
+        gw = gateway_factory("kill", config).start()
+        wait_until(lambda: serving(recorder) == 1, 180, message="serving v1")
+        store = tmp_path / "store" / "colour"
+        big = package_colour(tmp_path / "big2", 2)
+        (big / "assets.extra" / "padding.bin").write_bytes(os.urandom(48 << 20))
+        d2 = push(registry, "2", big, keys["key"])  # not on the channel yet: stall its big layer first
+        with registry.client() as client:
+            manifest = client.get_manifest("models/colour", d2)[0]
+        big_layer = max(manifest["layers"], key=lambda layer: layer["size"])["digest"]
+        proxy.misbehave("stall", {big_layer})
+        assert push(registry, "stable", big, keys["key"]) == d2
+        killed_at = []
+        staging = store / ".staging"
 
-    def partial_download() -> bool:
-        return staging.is_dir() and any(p.name.endswith(".part") and p.stat().st_size > 0 for p in staging.iterdir())
+        def partial_download() -> bool:
+            return staging.is_dir() and any(p.name.endswith(".part") and p.stat().st_size > 0
+                                            for p in staging.iterdir())
 
-    # right after the download starts; with the layer half on disk; downloaded and unpacked, not validated
-    for marker in ("event model_download_started", "partial download", "event model_downloaded"):
-        if marker == "partial download":
-            wait_until(partial_download, 120, interval_s=0.002, message="a partial layer download on disk")
-        else:
-            wait_log(gw, marker, 120)
-        gw.kill()
-        killed_at.append(marker)
-        leftovers = sorted(p.name for p in store.iterdir())
-        assert all(name.isdigit() is False or (store / name / "saved_model.pb").is_file() for name in leftovers)
-        staged = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
-        print(f"killed after {marker!r}: store {leftovers}, staging {staged}")
-        gw.log_path.write_text("")  # the next marker must come from the restarted process
-        gw.start()
-        wait_until(lambda: "gateway_started" in gw.log(), 180, message="restarted gateway serving")
-        assert "model colour version 1 ready" in gw.log() or "version 1" in gw.log()
-    wait_until(lambda: any(e["digest"] == d2 for e in events(recorder, "model_probation_passed")), 180,
-               message="v2 installed after the kills")
-    assert gw.terminate() == 0
-    assert sorted(p.name for p in store.iterdir() if p.name.isdigit()) == ["1", "2"]
-    assert [p.name for p in (store / ".staging").iterdir() if not p.name.endswith(".part")] == []
-    state = json.loads((store / ".edge-state.json").read_text())
-    assert state["serving"] == {"version": 2, "digest": d2} and state["installing"] is None
-    for camera, versions in versions_by_camera(recorder).items():
-        assert set(changes(versions)) <= {(1, 2)}, camera
-    print(f"killed at {killed_at}; restarted into v1, then installed v2")
+        # right after the download starts; with the layer half on disk; downloaded and unpacked, not validated
+        for marker in ("event model_download_started", "partial download", "event model_downloaded"):
+            if marker == "partial download":
+                wait_until(partial_download, 120, message="a partial layer download on disk")
+            else:
+                wait_log(gw, marker, 120)
+            gw.kill()
+            killed_at.append(marker)
+            if marker == "partial download":
+                proxy.heal()  # the next start downloads the rest
+            leftovers = sorted(p.name for p in store.iterdir())
+            assert all(name.isdigit() is False or (store / name / "saved_model.pb").is_file() for name in leftovers)
+            staged = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
+            print(f"killed after {marker!r}: store {leftovers}, staging {staged}")
+            gw.log_path.write_text("")  # the next marker must come from the restarted process
+            gw.start()
+            wait_until(lambda: "gateway_started" in gw.log(), 180, message="restarted gateway serving")
+            assert "model colour version 1 ready" in gw.log() or "version 1" in gw.log()
+        resumed = [seen for seen in proxy.seen(big_layer) if seen.mode == "pass"]
+        assert resumed and resumed[0].range is not None, resumed  # the half on disk was kept and resumed
+        wait_until(lambda: any(e["digest"] == d2 for e in events(recorder, "model_probation_passed")), 180,
+                   message="v2 installed after the kills")
+        assert gw.terminate() == 0
+        assert sorted(p.name for p in store.iterdir() if p.name.isdigit()) == ["1", "2"]
+        assert [p.name for p in (store / ".staging").iterdir() if not p.name.endswith(".part")] == []
+        state = json.loads((store / ".edge-state.json").read_text())
+        assert state["serving"] == {"version": 2, "digest": d2} and state["installing"] is None
+        for camera, versions in versions_by_camera(recorder).items():
+            assert set(changes(versions)) <= {(1, 2)}, camera
+        print(f"killed at {killed_at}; restarted into v1, then installed v2")
+    finally:
+        proxy.close()
