@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -290,18 +290,21 @@ def quiet_opencv() -> None:
         logger.debug("cannot set OpenCV's log level: %s", exc)
 
 
+def _opencv_logging() -> Any:
+    """Where this OpenCV build keeps setLogLevel/getLogLevel: cv2.utils.logging, else top-level cv2."""
+    return getattr(getattr(cv2, "utils", None), "logging", None) or cv2
+
+
 def set_opencv_log_level(level: int) -> None:
     """Set OpenCV's process-wide log level. Builds differ in where the binding lives: pip's
     opencv-python 4.8+/5.x has `cv2.utils.logging.setLogLevel`, Debian's and JetPack's 4.x only the
     older top-level `cv2.setLogLevel`."""
-    levels = getattr(getattr(cv2, "utils", None), "logging", None) or cv2  # the older binding is top-level
-    levels.setLogLevel(level)
+    _opencv_logging().setLogLevel(level)
 
 
 def opencv_log_level() -> int:
     """OpenCV's current process-wide log level (see set_opencv_log_level)."""
-    levels = getattr(getattr(cv2, "utils", None), "logging", None) or cv2
-    return int(levels.getLogLevel())
+    return int(_opencv_logging().getLogLevel())
 
 
 def open_source(spec_or_uri: SourceSpec | str, settings: CaptureSettings) -> FrameSource:

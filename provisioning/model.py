@@ -53,9 +53,6 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY_SETTINGS = ("registry_username", "registry_password", "registry_insecure", "registry_ca_file")
-
-
 def make_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
     """Flags, then EDGE_REGISTRY_*, then the operator context (--context, EDGE_CONTEXT, current_context),
     then the docker config (asked only if the registry wants credentials)."""
@@ -63,7 +60,7 @@ def make_client(args: argparse.Namespace, ref: Reference) -> RegistryClient:
         registry_username=args.username, registry_password=args.password,
         registry_insecure=True if args.insecure else None, registry_ca_file=args.ca_file,
         context=getattr(args, "context", None), global_context=getattr(args, "global_context", None)),
-        REGISTRY_SETTINGS)
+        profiles.REGISTRY_SETTINGS)
     config = args.docker_config
     return RegistryClient(ref.registry, username=settings.registry_username, password=settings.registry_password,
                           insecure=bool(settings.registry_insecure), ca_file=settings.registry_ca_file,

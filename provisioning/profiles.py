@@ -70,6 +70,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
+REGISTRY_SETTINGS = ("registry_username", "registry_password", "registry_insecure", "registry_ca_file")
+
+
 def config_path() -> Path:
     if os.environ.get("EDGECTL_CONFIG"):
         return Path(os.environ["EDGECTL_CONFIG"])

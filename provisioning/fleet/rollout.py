@@ -35,7 +35,7 @@ from edge.transport.oci import RegistryClient
 from edge.util.ociref import Reference
 from provisioning.fleet.client import FleetClient, options_from
 from provisioning.fleet.state import fleet_state, select_devices
-from provisioning.profiles import resolve
+from provisioning.profiles import REGISTRY_SETTINGS, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class Rollout:
 
 def resolve_digest(args: argparse.Namespace) -> str:
     """The digest `args.ref` points to now (a HEAD in the registry, or the digest the ref pins)."""
-    resolve(args, ("registry_username", "registry_password", "registry_insecure", "registry_ca_file"))
+    resolve(args, REGISTRY_SETTINGS)
     try:
         ref = Reference.parse(args.ref)
     except ValueError as exc:
